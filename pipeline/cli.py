@@ -1,0 +1,108 @@
+"""`python -m pipeline`: process local files, list plugins.
+
+    python -m pipeline process FILE... --out DIR [--config FILE] [--quiet]
+    python -m pipeline plugins [--config FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+
+from pipeline.config import ConfigError, PipelineConfig
+from pipeline.types import PluginError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    process = commands.add_parser("process", help="render the variations of local image files")
+    process.add_argument("files", nargs="+", metavar="FILE")
+    process.add_argument("--out", required=True, metavar="DIR", help="write objects as files under DIR at their keys")
+    process.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML)")
+    process.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    plugins = commands.add_parser("plugins", help="list the plugins, their variations and spec hashes")
+    plugins.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML)")
+
+    args = parser.parse_args(argv)
+    try:
+        config = PipelineConfig.from_file(args.config) if args.config else PipelineConfig.from_env()
+        from pipeline.registry import load_registry
+
+        registry = load_registry(config)
+    except (ConfigError, PluginError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.command == "plugins":
+        return list_plugins(registry)
+    return process_files(args.files, args.out, registry, quiet=args.quiet)
+
+
+def process_files(files: list[str], out: str, registry, *, quiet: bool = False) -> int:
+    from pipeline import keys
+    from pipeline.outputs import outputs_for_original
+    from pipeline.storage import LocalDirectory
+
+    storage = LocalDirectory(out)
+    status = 0
+    for file in files:
+        started = time.perf_counter()
+        try:
+            with open(file, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            print(f"{file}: cannot read: {error.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        # S3's ETag of a single-part upload is the MD5 of its bytes: the manifest records the same.
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        outputs = outputs_for_original(keys.original_key(os.path.basename(file)), data, etag, registry)
+        for obj in outputs.objects:
+            storage.put(obj)
+        if outputs.failed:
+            print(f"{file}: {outputs.reason}", file=sys.stderr)
+            status = 1
+        elif not quiet:
+            print_table(file, outputs, time.perf_counter() - started)
+    return status
+
+
+def print_table(file: str, outputs, seconds: float) -> None:
+    source = outputs.manifest["source"]
+    print(f"{file}: {source['format']} {source['width']}x{source['height']}, {source['bytes']:,} bytes, "
+          f"{seconds * 1000:.0f} ms in all")
+    print(f"  {'variation':<16}{'size':>11}{'bytes':>11}{'ms':>7}  key")
+    for rendered in outputs.rendering.variations:
+        for file_ in rendered.files:
+            name = rendered.variation.name if file_ is rendered.files[0] else ""
+            entry = outputs.manifest["variations"][rendered.variation.name]
+            key = entry["key"] if file_ is rendered.files[0] else next(
+                a["key"] for a in entry["alternates"] if a["content_type"] == file_.encoder.content_type)
+            size = f"{rendered.width}x{rendered.height}"
+            ms = f"{rendered.seconds * 1000:.0f}" if name else ""
+            print(f"  {name:<16}{size:>11}{len(file_.data):>11,}{ms:>7}  {key}")
+
+
+def list_plugins(registry) -> int:
+    print(f"{'plugin':<16}{'from':<28}enabled")
+    for plugin in registry.plugins:
+        print(f"{plugin.name:<16}{plugin.source:<28}{'yes' if plugin.enabled else 'no'}")
+    print()
+    print(f"{'variation':<16}{'plugin':<16}{'rule':<20}{'files':<12}spec hash")
+    for variation in registry.variations.values():
+        rule = f"{variation.transform} {variation.width}x{variation.height}"
+        formats = "+".join(e.format for e in registry.renditions(variation))
+        marks = "".join(f" +{p.name}" for p in registry.postprocessors_for(variation))
+        print(f"{variation.name:<16}{registry.owner('variation', variation.name):<16}{rule:<20}"
+              f"{formats + marks:<12}{registry.spec_hash(variation)}")
+    print()
+    print("transforms:      " + ", ".join(f"{n} ({registry.owner('transform', n)})" for n in registry.transforms))
+    print("encoders:        " + ", ".join(f"{n} ({registry.owner('encoder', n)})" for n in registry.encoders))
+    print("post-processors: " + (", ".join(f"{n} ({registry.owner('post-processor', n)})"
+                                           for n in registry.postprocessors) or "none"))
+    return 0

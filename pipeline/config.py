@@ -1,0 +1,112 @@
+"""The one configuration object: which plugins and variations are on, and their options.
+
+The same JSON shape comes from a file (`--config FILE`, JSON or TOML), from the environment
+(`PIPELINE_CONFIG`, as the Lambda functions get it) and from Pulumi stack config:
+
+    {
+      "plugins": {"watermark": {"enabled": true, "text": "(c) ACME", "variations": ["large"]},
+                  "webp": {"enabled": true}},
+      "disabled_variations": ["xsmall"],
+      "max_pixels": 100000000,
+      "max_bytes": 52428800
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_VAR = "PIPELINE_CONFIG"
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The configuration is not usable; the message names the key and the reason."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    disabled_variations: tuple[str, ...] = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "configuration") -> "PipelineConfig":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{origin}: expected an object at the top level")
+        unknown = set(data) - {"plugins", "disabled_variations", "max_pixels", "max_bytes"}
+        if unknown:
+            raise ConfigError(f"{origin}: unknown key(s) {', '.join(sorted(unknown))}")
+        plugins = data.get("plugins", {})
+        if not isinstance(plugins, Mapping) or not all(isinstance(v, Mapping) for v in plugins.values()):
+            raise ConfigError(f"{origin}: 'plugins' must map plugin names to objects of options")
+        for name, options in plugins.items():
+            if "enabled" in options and not isinstance(options["enabled"], bool):
+                raise ConfigError(f"{origin}: plugins.{name}.enabled must be true or false")
+        disabled = data.get("disabled_variations", [])
+        if not isinstance(disabled, (list, tuple)) or not all(isinstance(v, str) for v in disabled):
+            raise ConfigError(f"{origin}: 'disabled_variations' must be a list of variation names")
+        limits = {}
+        for key, default in (("max_pixels", DEFAULT_MAX_PIXELS), ("max_bytes", DEFAULT_MAX_BYTES)):
+            value = data.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{origin}: '{key}' must be a positive whole number, not {value!r}")
+            limits[key] = value
+        return cls(
+            plugins={name: dict(options) for name, options in plugins.items()},
+            disabled_variations=tuple(disabled),
+            **limits,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "PipelineConfig":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read configuration ({error.strerror})") from None
+        try:
+            if path.suffix == ".toml":
+                import tomllib
+
+                data = tomllib.loads(text)
+            else:
+                data = json.loads(text)
+        except ValueError as error:
+            raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({error})") from None
+        return cls.from_dict(data, origin=str(path))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "PipelineConfig":
+        raw = environ.get(ENV_VAR, "").strip()
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+        except ValueError as error:
+            raise ConfigError(f"environment variable {ENV_VAR}: not valid JSON ({error})") from None
+        return cls.from_dict(data, origin=f"environment variable {ENV_VAR}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plugins": {name: dict(options) for name, options in self.plugins.items()},
+            "disabled_variations": list(self.disabled_variations),
+            "max_pixels": self.max_pixels,
+            "max_bytes": self.max_bytes,
+        }
+
+    def to_json(self) -> str:
+        """The form the Lambda functions receive in `PIPELINE_CONFIG`."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def plugin_enabled(self, name: str, default: bool) -> bool:
+        return bool(self.plugins.get(name, {}).get("enabled", default))
+
+    def plugin_options(self, name: str) -> dict[str, Any]:
+        return {k: v for k, v in self.plugins.get(name, {}).items() if k != "enabled"}

@@ -1,0 +1,142 @@
+"""The public types a plugin works with: variations, transforms, encoders and post-processors.
+
+A plugin module imports these and the `hookimpl` marker from `pipeline.hookspecs`; nothing else
+of the pipeline is part of the contract.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+VARIATION_NAME = re.compile(r"^[a-z0-9_-]+$")
+RESERVED_NAMES = frozenset({"original", "manifest"})
+
+
+class PluginError(Exception):
+    """A plugin or the configuration that enables it is wrong; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Variation:
+    """One rendition of every upload, stored under `uploads/images/<name>/`.
+
+    `transform` names a registered transform ("fit" or "cover" built in); `width` and `height`
+    are the box it works in. `format` names the registered encoder of the main file.
+    """
+
+    name: str
+    transform: str
+    width: int
+    height: int
+    format: str = "jpeg"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not VARIATION_NAME.match(self.name):
+            raise PluginError(
+                f"variation name {self.name!r} is not a valid S3 path segment: "
+                "use lowercase letters, digits, '_' and '-'"
+            )
+        if self.name in RESERVED_NAMES:
+            raise PluginError(f"variation name {self.name!r} is reserved for the pipeline")
+        if not (isinstance(self.width, int) and isinstance(self.height, int)) or min(self.width, self.height) < 1:
+            raise PluginError(f"variation {self.name!r} needs a positive whole width and height")
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "transform": self.transform,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "options": dict(sorted(self.options.items())),
+        }
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What part of the upright source a variation shows and at what size.
+
+    `region` is (left, top, right, bottom) in source pixels; `size` is the output size.
+    """
+
+    size: tuple[int, int]
+    region: tuple[float, float, float, float]
+
+    @property
+    def scale(self) -> float:
+        """Output pixels per source pixel: how much detail the variation needs."""
+        left, top, right, bottom = self.region
+        return max(self.size[0] / (right - left), self.size[1] / (bottom - top))
+
+    def shows_whole(self, source_size: tuple[int, int]) -> bool:
+        """True when the variation is the whole frame, so smaller variations can derive from it."""
+        return self.region == (0, 0, source_size[0], source_size[1])
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A named geometry rule: `plan(source_size, box)` returns the Geometry of a variation.
+
+    Transforms never touch pixels, so the core can render every variation from the smallest
+    intermediate that still has enough detail.
+    """
+
+    name: str
+    plan: Callable[[tuple[int, int], tuple[int, int]], Geometry]
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """An output format, declared once: name, file extension, content type and how to encode.
+
+    `encode(image) -> bytes` receives an sRGB image in mode RGB, RGBA, L or LA and must not
+    keep metadata. With `alongside=True` every variation also gets a file in this format next to
+    its main one (that is what the webp and avif plugins do).
+    """
+
+    format: str
+    extension: str
+    content_type: str
+    encode: Callable[["Image.Image"], bytes]
+    alongside: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def spec(self) -> dict[str, Any]:
+        return {"format": self.format, "options": dict(sorted(self.options.items()))}
+
+
+@dataclass(frozen=True)
+class PostProcessor:
+    """Changes a rendered variation before it is encoded (the watermark is one).
+
+    `apply(image) -> image` returns a new image of the same size; `applies_to(variation)` says
+    which variations it touches. `options` enter the spec hash of those variations.
+    """
+
+    name: str
+    apply: Callable[["Image.Image"], "Image.Image"]
+    applies_to: Callable[[Variation], bool] = lambda variation: True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "options": dict(sorted(self.options.items()))}
+
+
+_WHITE = {"RGBA": (255, 255, 255), "LA": 255}
+
+
+def flatten_alpha(image: "Image.Image") -> "Image.Image":
+    """Composite a transparent image onto white, for formats without alpha: never onto black."""
+    if image.mode not in _WHITE:
+        return image
+    from PIL import Image
+
+    background = Image.new(image.mode[:-1], image.size, _WHITE[image.mode])
+    background.paste(image, mask=image.getchannel("A"))
+    return background

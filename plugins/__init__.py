@@ -1,0 +1,1 @@
+"""The built-in plugins: ordinary pluggy plugins, listed in pipeline.registry.DEFAULT_PLUGINS."""
