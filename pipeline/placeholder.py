@@ -36,7 +36,7 @@ def dominant_color(image) -> str:
 def blurhash(image, components_x: int, components_y: int) -> str:
     width, height = image.size
     to_linear = [_srgb_to_linear(v) for v in range(256)]
-    rows = [[to_linear[v] for v in band] for band in (image.getchannel(c).getdata() for c in "RGB")]
+    rows = [[to_linear[v] for v in image.getchannel(c).tobytes()] for c in "RGB"]
     cos_x = [[math.cos(math.pi * i * x / width) for x in range(width)] for i in range(components_x)]
     cos_y = [[math.cos(math.pi * j * y / height) for y in range(height)] for j in range(components_y)]
     factors = []

@@ -1,0 +1,208 @@
+"""The imaging core on the odd photos real users upload, with images the tests generate."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image, ImageFile
+
+from conftest import open_output, render_outputs
+from images import STORED_AS, adobe_rgb_profile, adobe_rgb_to_srgb, encode, oriented_jpeg, png_header_only
+from pipeline import samples
+from pipeline.config import PipelineConfig
+from pipeline.imaging import RejectedImage, render
+from pipeline.registry import build_registry
+
+DEFAULT_VARIATIONS = ["large", "medium", "small", "xsmall", "square_medium", "square_small"]
+
+
+def near(pixel, expected, tolerance=6):
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected))
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_AS))
+def test_every_exif_orientation_comes_out_upright(registry, orientation):
+    outputs = render_outputs(oriented_jpeg(orientation), registry)
+    assert outputs.manifest["source"]["width"] == 600 and outputs.manifest["source"]["height"] == 400
+    for name in ("large", "small", "xsmall"):
+        image = open_output(outputs, f"uploads/images/{name}/photo.jpg").convert("RGB")
+        w, h = image.size
+        assert w > h, f"{name} of orientation {orientation} is not landscape: {image.size}"
+        assert near(image.getpixel((w // 8, h // 8)), (220, 20, 20), 30), f"orientation {orientation}: red not top-left"
+        assert near(image.getpixel((w - w // 8, h - h // 8)), (20, 20, 220), 30)
+        assert near(image.getpixel((w - w // 8, h // 8)), (128, 128, 128), 30)
+
+
+def test_adobe_rgb_source_is_converted_to_srgb(registry):
+    adobe = (60, 170, 80)
+    expected = adobe_rgb_to_srgb(adobe)
+    assert max(abs(a - b) for a, b in zip(adobe, expected)) > 15, "the test colour must differ in sRGB"
+    data = encode(Image.new("RGB", (800, 600), adobe), "PNG", icc_profile=adobe_rgb_profile())
+    outputs = render_outputs(data, registry, "adobe.png")
+    large = open_output(outputs, "uploads/images/large/adobe.jpg")
+    assert large.mode == "RGB" and "icc_profile" not in large.info
+    assert near(large.getpixel((400, 300)), expected, 4), (large.getpixel((400, 300)), expected)
+
+
+def test_cmyk_jpeg_comes_out_as_rgb_with_the_right_colours(registry):
+    cmyk = Image.new("CMYK", (800, 600), (255, 0, 0, 0))  # pure cyan ink
+    cmyk.paste((0, 0, 0, 255), (0, 0, 400, 600))  # black ink on the left half
+    outputs = render_outputs(encode(cmyk, "JPEG", quality=95), registry)
+    large = open_output(outputs, "uploads/images/large/photo.jpg")
+    assert large.mode == "RGB"
+    assert near(large.getpixel((600, 300)), (0, 255, 255), 8)
+    assert near(large.getpixel((200, 300)), (0, 0, 0), 8)
+
+
+def test_transparent_png_never_turns_black(registry):
+    outputs = render_outputs(samples.transparent_png(1200, 900), registry, "logo.png")
+    for name in DEFAULT_VARIATIONS:
+        image = open_output(outputs, f"uploads/images/{name}/logo.jpg").convert("RGB")
+        assert near(image.getpixel((2, 2)), (255, 255, 255), 3), f"{name}: transparent corner is {image.getpixel((2, 2))}"
+        w, h = image.size
+        assert near(image.getpixel((w // 2, h // 2)), (30, 120, 220), 12)
+
+
+def test_formats_that_keep_alpha_keep_it():
+    registry = build_registry(PipelineConfig.from_dict({"plugins": {"webp": {"enabled": True}}}))
+    outputs = render_outputs(samples.transparent_png(400, 300), registry, "logo.png")
+    webp = open_output(outputs, "uploads/images/small/logo.webp")
+    assert webp.mode == "RGBA"
+    assert webp.getpixel((2, 2))[3] == 0 and webp.getpixel((200, 150))[3] == 255
+
+
+def test_gps_and_camera_serials_are_gone_from_every_output():
+    registry = build_registry(PipelineConfig.from_dict(
+        {"plugins": {"webp": {"enabled": True}, "avif": {"enabled": True}}}))
+    data = samples.jpeg_bytes(samples.photo(1600, 1200, grain=0), exif=samples.gps_exif())
+    assert Image.open(io.BytesIO(data)).getexif().get_ifd(0x8825), "the source must carry GPS"
+    outputs = render_outputs(data, registry)
+    images = [obj for obj in outputs.objects if obj.content_type.startswith("image/")]
+    assert len(images) == 18
+    for obj in images:
+        assert b"SERIAL-1234567890" not in obj.body and b"PhoneMaker" not in obj.body, obj.key
+        image = Image.open(io.BytesIO(obj.body))
+        assert not image.getexif(), f"{obj.key} carries EXIF"
+        assert "exif" not in image.info and "xmp" not in image.info, obj.key
+
+
+def test_jpeg_outputs_are_progressive(registry):
+    outputs = render_outputs(samples.jpeg_bytes(samples.photo(1600, 1200, grain=0)), registry)
+    for name in DEFAULT_VARIATIONS:
+        assert open_output(outputs, f"uploads/images/{name}/photo.jpg").info.get("progressive"), name
+
+
+def test_a_huge_png_is_refused_from_its_header_without_decoding(registry, monkeypatch):
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(RejectedImage) as rejected:
+        render(png_header_only(30000, 30000), registry)
+    assert "30000x30000" in rejected.value.reason and "900 megapixels" in rejected.value.reason
+    assert "limit of 100 megapixels" in rejected.value.reason
+
+
+def test_the_pixel_limit_is_configurable():
+    registry = build_registry(PipelineConfig.from_dict({"max_pixels": 1_000_000}))
+    with pytest.raises(RejectedImage, match="limit of 1 megapixels"):
+        render(encode(Image.new("RGB", (1200, 1000)), "PNG"), registry)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (b"<!DOCTYPE html><html><body>Not found</body></html>", "looks like HTML"),
+    (b"%PDF-1.7\n", "not an image in an accepted format"),
+    (b"%!PS-Adobe-3.0 EPSF-3.0\n", "not an image in an accepted format"),
+    (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "looks like HTML or XML"),
+])
+def test_what_is_not_an_accepted_image_is_refused_with_a_reason(registry, data, reason):
+    with pytest.raises(RejectedImage, match=reason):
+        render(data, registry)
+
+
+def test_a_truncated_jpeg_gets_a_clear_reason(registry):
+    data = samples.jpeg_bytes(samples.photo(1600, 1200))
+    with pytest.raises(RejectedImage, match="truncated or corrupt JPEG data"):
+        render(data[: len(data) // 2], registry)
+
+
+def test_a_small_image_is_never_upscaled(registry):
+    outputs = render_outputs(encode(Image.new("RGB", (50, 30), (200, 100, 50)), "PNG"), registry, "tiny.png")
+    sizes = {name: (v["width"], v["height"]) for name, v in outputs.manifest["variations"].items()}
+    assert sizes == {"large": (50, 30), "medium": (50, 30), "small": (50, 30), "xsmall": (50, 30),
+                     "square_medium": (30, 30), "square_small": (30, 30)}
+    assert open_output(outputs, "uploads/images/square_small/tiny.jpg").size == (30, 30)
+
+
+def test_a_panorama_gives_valid_centred_squares(registry):
+    panorama = Image.new("RGB", (8000, 200), (0, 0, 255))
+    panorama.paste((255, 0, 0), (3900, 0, 4100, 200))  # the centre
+    outputs = render_outputs(encode(panorama, "PNG"), registry, "pano.png")
+    for name, edge in (("square_medium", 200), ("square_small", 150)):
+        square = open_output(outputs, f"uploads/images/{name}/pano.jpg")
+        assert square.size == (edge, edge)
+        assert near(square.getpixel((edge // 2, edge // 2)), (255, 0, 0), 12)
+    assert outputs.manifest["variations"]["large"]["width"] == 2048
+    assert outputs.manifest["variations"]["large"]["height"] == 51
+
+
+def test_heic_decodes(registry):
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    data = encode(samples.photo(1200, 800, grain=0), "HEIF", quality=80)
+    assert data[4:12] == b"ftypheic"
+    outputs = render_outputs(data, registry, "iphone.heic")
+    assert outputs.manifest["source"]["format"] == "HEIF"
+    assert open_output(outputs, "uploads/images/large/iphone.jpg").size == (1200, 800)
+
+
+def test_avif_webp_and_gif_sources_decode(registry):
+    photo = samples.photo(900, 600, grain=0)
+    for fmt, name in (("AVIF", "a.avif"), ("WEBP", "a.webp"), ("GIF", "a.gif")):
+        outputs = render_outputs(encode(photo, fmt), registry, name)
+        assert not outputs.failed, (fmt, outputs.reason)
+        assert outputs.manifest["source"]["format"] == fmt
+        assert outputs.manifest["variations"]["medium"]["width"] == 900
+
+
+def test_animated_gif_uses_the_first_frame(registry):
+    red, blue = Image.new("RGB", (300, 200), (255, 0, 0)), Image.new("RGB", (300, 200), (0, 0, 255))
+    data = encode(red, "GIF", save_all=True, append_images=[blue], duration=100, loop=0)
+    outputs = render_outputs(data, registry, "anim.gif")
+    assert near(open_output(outputs, "uploads/images/large/anim.jpg").getpixel((150, 100)), (255, 0, 0), 8)
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(registry):
+    data = encode(Image.new("I;16", (400, 300), 40000), "PNG")
+    outputs = render_outputs(data, registry, "scan.png")
+    large = open_output(outputs, "uploads/images/large/scan.jpg")
+    assert large.mode == "L"
+    assert abs(large.getpixel((200, 150)) - 40000 // 256) <= 2
+
+
+def test_greyscale_and_palette_sources(registry):
+    grey = encode(Image.new("L", (400, 300), 90), "JPEG")
+    assert open_output(render_outputs(grey, registry), "uploads/images/small/photo.jpg").getpixel((10, 10)) in range(87, 94)
+    palette = Image.new("P", (400, 300), 0)
+    palette.putpalette([10, 200, 30] + [0, 0, 0] * 255)
+    outputs = render_outputs(encode(palette, "PNG"), registry, "p.png")
+    assert near(open_output(outputs, "uploads/images/small/p.jpg").getpixel((10, 10)), (10, 200, 30), 8)
+
+
+def test_big_jpeg_is_decoded_once_at_reduced_scale(registry, monkeypatch):
+    """Shrink-on-load: a 6000x4000 JPEG is decoded at 1/2 scale, once, for all six variations."""
+    decoders = []
+    original = Image._getdecoder
+
+    def spy(mode, decoder_name, args, extra=()):
+        decoders.append((decoder_name, extra))
+        return original(mode, decoder_name, args, extra)
+
+    monkeypatch.setattr(Image, "_getdecoder", spy)
+    outputs = render_outputs(samples.jpeg_bytes(samples.photo(6000, 4000, grain=0)), registry)
+    assert len(decoders) == 1 and decoders[0][0] == "jpeg"
+    assert decoders[0][1][0] == 2, "the DCT scale denominator should be 2"
+    assert outputs.manifest["variations"]["large"]["width"] == 2048
