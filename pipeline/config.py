@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 ENV_VAR = "PIPELINE_CONFIG"
@@ -66,21 +65,23 @@ class PipelineConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "PipelineConfig":
-        path = Path(path)
+        path = os.fspath(path)
+        toml = path.endswith(".toml")
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
         except OSError as error:
             raise ConfigError(f"{path}: cannot read configuration ({error.strerror})") from None
         try:
-            if path.suffix == ".toml":
+            if toml:
                 import tomllib
 
                 data = tomllib.loads(text)
             else:
                 data = json.loads(text)
         except ValueError as error:
-            raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({error})") from None
-        return cls.from_dict(data, origin=str(path))
+            raise ConfigError(f"{path}: not valid {'TOML' if toml else 'JSON'} ({error})") from None
+        return cls.from_dict(data, origin=path)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "PipelineConfig":

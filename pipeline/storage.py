@@ -5,19 +5,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from pipeline.outputs import OutputObject
 
 
 class LocalDirectory:
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike):
+        self.root = os.fspath(root)
 
-    def put(self, obj: OutputObject) -> Path:
-        target = self.root / obj.key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".partial")
-        temporary.write_bytes(obj.body)
-        temporary.replace(target)  # a reader never sees half a file
+    def put(self, obj: OutputObject) -> str:
+        target = os.path.join(self.root, *obj.key.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        temporary = target + ".partial"
+        with open(temporary, "wb") as file:
+            file.write(obj.body)
+        os.replace(temporary, target)  # a reader never sees half a file
         return target
