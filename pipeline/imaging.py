@@ -88,6 +88,10 @@ class Rendering:
     placeholder: dict[str, str] = field(default_factory=dict)
 
 
+def too_big(size: int, max_bytes: int) -> str:
+    return f"file is {size / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:g} MiB"
+
+
 def sniff_format(head: bytes) -> str:
     """The Pillow format name of an upload, from its first bytes; only accepted formats pass."""
     if head.startswith(b"\xff\xd8\xff"):
@@ -130,7 +134,7 @@ def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[Image.
     Returns the lazily loaded image and its EXIF orientation.
     """
     if len(data) > max_bytes:
-        raise RejectedImage(f"file is {len(data) / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB")
+        raise RejectedImage(too_big(len(data), max_bytes))
     image_format = sniff_format(data[:64])
     _ensure_decoder(image_format)
     try:

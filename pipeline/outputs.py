@@ -50,9 +50,7 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
     try:
         rendering = render(data, registry)
     except RejectedImage as rejection:
-        manifest = {"manifest_version": MANIFEST_VERSION, "status": "failed", "source": source,
-                    "reason": rejection.reason, "variations": {}}
-        return Outputs([_manifest_object(path, manifest, etag)], manifest, None, rejection.reason)
+        return failed_outputs(original_key, etag, len(data), rejection.reason)
 
     source.update(format=rendering.source.format, width=rendering.source.width, height=rendering.source.height)
     objects: list[OutputObject] = []
@@ -74,6 +72,22 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
                 "placeholder": rendering.placeholder, "variations": variations}
     objects.append(_manifest_object(path, manifest, etag))
     return Outputs(objects, manifest, rendering, None)
+
+
+def failed_outputs(original_key: str, etag: str, size: int, reason: str) -> Outputs:
+    """Only the manifest that says why the source was rejected: an app waiting can stop waiting."""
+    manifest = {"manifest_version": MANIFEST_VERSION, "status": "failed",
+                "source": {"key": original_key, "etag": etag, "bytes": size}, "reason": reason, "variations": {}}
+    return Outputs([_manifest_object(keys.source_path(original_key), manifest, etag)], manifest, None, reason)
+
+
+def manifest_keys(manifest: dict[str, Any]) -> list[str]:
+    """Every object key a manifest lists (main files and alternates)."""
+    listed = []
+    for entry in manifest.get("variations", {}).values():
+        listed.append(entry["key"])
+        listed.extend(alternate["key"] for alternate in entry.get("alternates", []))
+    return listed
 
 
 def _manifest_object(path: str, manifest: dict[str, Any], etag: str) -> OutputObject:

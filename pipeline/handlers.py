@@ -1,0 +1,128 @@
+"""The Lambda entry points: parse the event, call the core through the S3 adapter, report.
+
+    pipeline.handlers.resize_handler   PROCESSED_BUCKET, PIPELINE_CONFIG
+    pipeline.handlers.backup_handler   BACKUP_BUCKET
+
+A permanent failure (not an image, a bomb, too big, corrupt) is logged, recorded in a failed
+manifest and returned normally: retrying cannot help. Anything else (throttling, S3 5xx,
+timeouts after the SDK's own retries) is raised once every record of the batch has had its
+turn, so Lambda's asynchronous retries and then the dead-letter queue take over.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+from typing import Callable
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from pipeline.events import ObjectChange, object_changes
+from pipeline.resize import Outcome
+
+NAMESPACE = "ImagePipeline"
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """Writes to whatever sys.stdout is when a line is logged (Lambda's, or a test's capture)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+logger = Logger(service="image-pipeline", logger_handler=_CurrentStdout())
+metrics = Metrics(namespace=NAMESPACE, service="image-pipeline")
+
+
+class RetryableFailure(Exception):
+    """Some records failed for a reason that a retry may fix; Lambda retries the event."""
+
+
+@functools.cache
+def s3_client():
+    """One client per container, with the SDK's standard retries and bounded timeouts."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(retries={"mode": "standard", "total_max_attempts": 4},
+                                            connect_timeout=5, read_timeout=30))
+
+
+@functools.cache
+def _registry():
+    from pipeline.config import PipelineConfig
+    from pipeline.registry import load_registry
+
+    return load_registry(PipelineConfig.from_env())
+
+
+def _run(event: dict, function: str, work: Callable[[ObjectChange], Outcome]) -> dict:
+    outcomes, errors = [], []
+    for change in object_changes(event):
+        started = time.perf_counter()
+        try:
+            outcome = work(change)
+        except Exception as error:  # noqa: BLE001 - reported below, then raised for a retry
+            milliseconds = (time.perf_counter() - started) * 1000
+            logger.exception("retryable failure", extra={"function": function, "key": change.key,
+                                                          "outcome": "error", "reason": repr(error),
+                                                          "duration_ms": round(milliseconds, 1)})
+            metrics.add_metric(name="ImagesErrored", unit=MetricUnit.Count, value=1)
+            errors.append((change.key, error))
+            continue
+        milliseconds = (time.perf_counter() - started) * 1000
+        log = logger.warning if outcome.outcome == "failed" else logger.info
+        log(outcome.outcome, extra={"function": function, "key": change.key, "outcome": outcome.outcome,
+                                    "reason": outcome.reason, "duration_ms": round(milliseconds, 1),
+                                    "bytes_written": outcome.bytes_written})
+        if outcome.outcome == "processed":
+            metrics.add_metric(name="ImagesProcessed", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name="BytesWritten", unit=MetricUnit.Bytes, value=outcome.bytes_written)
+            metrics.add_metric(name="TimePerImage", unit=MetricUnit.Milliseconds, value=milliseconds)
+        else:  # failed, skipped, removed, gone
+            metrics.add_metric(name=f"Images{outcome.outcome.capitalize()}", unit=MetricUnit.Count, value=1)
+        outcomes.append({"key": outcome.key, "outcome": outcome.outcome, "reason": outcome.reason})
+    if errors:
+        key, first = errors[0]
+        raise RetryableFailure(f"{len(errors)} record(s) failed and will be retried; first: {key}: {first!r}") from first
+    return {"results": outcomes}
+
+
+@metrics.log_metrics
+def resize_handler(event: dict, context: object = None) -> dict:
+    from pipeline.resize import resize_created, resize_removed
+    from pipeline.storage import S3Store
+
+    store, bucket, registry = S3Store(s3_client()), os.environ["PROCESSED_BUCKET"], _registry()
+
+    def work(change: ObjectChange) -> Outcome:
+        if change.kind == "created":
+            return resize_created(store, change, bucket, registry)
+        return resize_removed(store, change, bucket, registry)
+
+    return _run(event, "resize", work)
+
+
+@metrics.log_metrics
+def backup_handler(event: dict, context: object = None) -> dict:
+    from pipeline.backup import backup_created
+    from pipeline.resize import Outcome as _Outcome
+    from pipeline.storage import S3Store
+
+    store, bucket = S3Store(s3_client()), os.environ["BACKUP_BUCKET"]
+
+    def work(change: ObjectChange) -> Outcome:
+        if change.kind == "created":
+            return backup_created(store, change, bucket)
+        return _Outcome(change.key, "skipped", "backups are never deleted")
+
+    return _run(event, "backup", work)
