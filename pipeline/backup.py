@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.events import ObjectChange
-from pipeline.resize import Outcome
+from pipeline.outcomes import Outcome
 from pipeline.storage import S3Store
 
 # Headers worth keeping on the copy, besides content type and user metadata.

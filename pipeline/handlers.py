@@ -22,7 +22,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from pipeline.events import ObjectChange, object_changes
-from pipeline.resize import Outcome
+from pipeline.outcomes import Outcome
 
 NAMESPACE = "ImagePipeline"
 
@@ -115,7 +115,6 @@ def resize_handler(event: dict, context: object = None) -> dict:
 @metrics.log_metrics
 def backup_handler(event: dict, context: object = None) -> dict:
     from pipeline.backup import backup_created
-    from pipeline.resize import Outcome as _Outcome
     from pipeline.storage import S3Store
 
     store, bucket = S3Store(s3_client()), os.environ["BACKUP_BUCKET"]
@@ -123,6 +122,6 @@ def backup_handler(event: dict, context: object = None) -> dict:
     def work(change: ObjectChange) -> Outcome:
         if change.kind == "created":
             return backup_created(store, change, bucket)
-        return _Outcome(change.key, "skipped", "backups are never deleted")
+        return Outcome(change.key, "skipped", "backups are never deleted")
 
     return _run(event, "backup", work)

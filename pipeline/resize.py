@@ -5,11 +5,10 @@ Kept apart from the Lambda handler so that the backfill and the local stack use 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from pipeline import keys
 from pipeline.events import ObjectChange
 from pipeline.imaging import too_big
+from pipeline.outcomes import Outcome
 from pipeline.outputs import Outputs, failed_outputs, manifest_keys, outputs_for_original
 from pipeline.registry import Registry
 from pipeline.storage import Gone, S3Store
@@ -17,15 +16,6 @@ from pipeline.storage import Gone, S3Store
 
 class OriginalChanged(Exception):
     """The original was replaced while its variations were made; a retry renders the new one."""
-
-
-@dataclass
-class Outcome:
-    key: str
-    outcome: str  # "processed", "failed" (permanent), "skipped" (already done), "gone", "removed"
-    reason: str | None = None
-    bytes_written: int = 0
-    objects: list[str] = field(default_factory=list)
 
 
 def resize_created(store: S3Store, change: ObjectChange, processed_bucket: str, registry: Registry) -> Outcome:

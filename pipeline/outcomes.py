@@ -1,0 +1,14 @@
+"""What happened to one record: the value every door (handler, backfill, local stack) reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Outcome:
+    key: str
+    outcome: str  # "processed", "failed" (permanent), "skipped" (already done), "gone", "removed"
+    reason: str | None = None
+    bytes_written: int = 0
+    objects: list[str] = field(default_factory=list)

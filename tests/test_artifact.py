@@ -1,0 +1,128 @@
+"""The Lambda artifact works without the developer's environment, and targets the right CPU."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from aws import BACKUP, PROCESSED, REGION, UPLOADS
+from conftest import ROOT
+from infra import artifact
+from pipeline import samples
+
+EM_X86_64, EM_AARCH64 = 62, 183
+
+
+def find_python(version: str) -> str:
+    """An interpreter of `version` on this machine: on PATH, or where pyenv keeps it."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")))
+    candidates += [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    raise AssertionError(f"no python{version} on this machine; Lambda runs {version}, so the test needs it")
+
+
+@pytest.fixture(scope="module")
+def boto3_only(tmp_path_factory):
+    """boto3 and its dependencies alone, as the Lambda runtime provides them (pure Python)."""
+    target = artifact.CACHE / "boto3-runtime"
+    if not (target / "boto3").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "--no-compile", "--target", str(target), "--constraint", str(ROOT / "requirements/dev.txt"),
+                        "boto3"], check=True, capture_output=True)
+    return target
+
+
+@pytest.fixture
+def moto_server():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def elf_machine(data: bytes) -> int:
+    assert data[:4] == b"\x7fELF"
+    return int.from_bytes(data[18:20], "little")
+
+
+def test_x86_64_artifact_runs_both_handlers_from_a_bare_python312(tmp_path, boto3_only, moto_server, monkeypatch):
+    built = artifact.build("x86_64", "3.12")
+    task, opt = tmp_path / "task", tmp_path / "opt"
+    zipfile.ZipFile(built.code_zip).extractall(task)
+    zipfile.ZipFile(built.layer_zip).extractall(opt)
+    assert sorted(p.name for p in task.iterdir()) == ["pipeline", "plugins"]
+    assert not (opt / "python" / "boto3").exists(), "the runtime provides boto3"
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name=REGION)
+    for bucket in (UPLOADS, PROCESSED, BACKUP):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    key = "uploads/images/original/from lambda.jpg"
+    s3.put_object(Bucket=UPLOADS, Key=key, Body=samples.jpeg_bytes(samples.photo(1200, 900, grain=0)))
+    etag = s3.head_object(Bucket=UPLOADS, Key=key)["ETag"].strip('"')
+    message = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": UPLOADS},
+                                                                     "object": {"key": "uploads/images/original/from+lambda.jpg",
+                                                                                "size": 1000, "eTag": etag}}}]}
+    event = {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(message)}}]}
+
+    script = ("import json, sys\n"
+              "from pipeline.handlers import resize_handler, backup_handler\n"
+              "event = json.load(sys.stdin)\n"
+              "print('RESULT', json.dumps([resize_handler(event, None), backup_handler(event, None)]))\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(task), str(opt / "python"), str(boto3_only)]),
+           "AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": REGION, "PROCESSED_BUCKET": PROCESSED, "BACKUP_BUCKET": BACKUP}
+    run = subprocess.run([find_python("3.12"), "-s", "-c", script], input=json.dumps(event),
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert [r["outcome"] for r in result[0]["results"]] == ["processed"]
+    assert [r["outcome"] for r in result[1]["results"]] == ["processed"]
+    listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=PROCESSED)["Contents"])
+    assert listed == sorted([f"uploads/images/{n}/from lambda.jpg" for n in
+                             ("large", "medium", "small", "xsmall", "square_medium", "square_small")]
+                            + ["uploads/images/manifest/from lambda.json"])
+    assert s3.head_object(Bucket=BACKUP, Key=key)["ETag"].strip('"') == etag
+
+
+def test_arm64_layer_holds_aarch64_pillow_and_pillow_heif():
+    built = artifact.build("arm64", "3.12")
+    with zipfile.ZipFile(built.layer_zip) as layer:
+        names = layer.namelist()
+        for package in ("PIL", "pillow_heif"):
+            objects = [n for n in names if n.startswith((f"python/{package}", f"python/_{package}")) and ".so" in n]
+            assert objects, f"no shared objects for {package}"
+            for name in objects:
+                assert elf_machine(layer.read(name)) == EM_AARCH64, name
+        assert any(n.startswith("python/pluggy/") for n in names)
+        assert not any(n.startswith(("python/boto3/", "python/botocore/")) for n in names)
+    assert "arm64" in built.report() and "limit 250" in built.report()
+
+
+def test_a_missing_wheel_fails_loudly(tmp_path, monkeypatch):
+    requirements = tmp_path / "lambda.txt"
+    requirements.write_text("pillow==13.0.0\nno-such-package-for-lambda==0.0.1\n")
+    monkeypatch.setattr(artifact, "REQUIREMENTS", requirements)
+    monkeypatch.setattr(artifact, "ROOT", tmp_path)
+    with pytest.raises(artifact.BuildError, match="no-such-package-for-lambda"):
+        artifact.build("arm64", "3.12", cache=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("layer.zip")), "a failed build leaves nothing in the cache"
