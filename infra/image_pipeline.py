@@ -1,0 +1,51 @@
+"""The whole stack as one component: storage, events, functions, CDN."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.cdn import Cdn, CdnArgs
+from infra.config import StackSettings
+from infra.events import Events, EventsArgs
+from infra.functions import Functions, FunctionsArgs
+from infra.storage import Storage, StorageArgs
+from pipeline.registry import load_registry
+
+
+@dataclass
+class ImagePipelineArgs:
+    settings: StackSettings
+
+
+class ImagePipeline(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ImagePipelineArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("imagepipeline:index:ImagePipeline", name, None, opts)
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        account_id = aws.get_caller_identity_output().account_id
+        self.storage = Storage("storage", StorageArgs(
+            cors_origins=settings.cors_origins, backup_retention_mode=settings.backup_retention_mode,
+            backup_retention_days=settings.backup_retention_days,
+            backup_transition_days=settings.backup_transition_days), child)
+        self.events = Events("events", EventsArgs(self.storage.buckets["uploads"], account_id), child)
+        self.functions = Functions("functions", FunctionsArgs(settings, self.storage.buckets, self.events.topic), child)
+        self.cdn = Cdn("cdn", CdnArgs(
+            self.storage.buckets["uploads"], self.storage.buckets["processed"], settings.price_class,
+            settings.cors_origins, settings.domain_name, settings.certificate_arn), child)
+        self.storage.allow_cdn_reads(self.cdn.distribution.arn)
+        self.url_patterns = self.cdn.domain_name.apply(lambda domain: url_patterns(domain, settings))
+        self.register_outputs({"cdn_domain": self.cdn.domain_name, "url_patterns": self.url_patterns})
+
+
+def url_patterns(domain: str, settings: StackSettings) -> dict[str, str]:
+    """Where an app finds an upload's original, manifest and each variation, by `{path}`."""
+    registry = load_registry(settings.pipeline)
+    base = f"https://{domain}/uploads/images"
+    patterns = {"original": f"{base}/original/{{path}}", "manifest": f"{base}/manifest/{{path without extension}}.json"}
+    for name, variation in registry.variations.items():
+        extension = registry.encoders[variation.format].extension
+        patterns[name] = f"{base}/{name}/{{path without extension}}.{extension}"
+    return patterns

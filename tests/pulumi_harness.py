@@ -1,0 +1,115 @@
+"""Runs the real Pulumi program (__main__.py) under pulumi.runtime.set_mocks for a stack file.
+
+Config comes from Pulumi.yaml's defaults overlaid with Pulumi.<stack>.yaml, as the CLI does.
+`preview=False`, so every value is known and no assertion can be skipped by an unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pulumi
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "image-pipeline"
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+
+
+@dataclass
+class Registered:
+    type: str
+    name: str
+    inputs: dict
+    outputs: dict
+
+
+@dataclass
+class Deployment:
+    resources: list[Registered] = field(default_factory=list)
+    exports: dict = field(default_factory=dict)
+
+    def of_type(self, token: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == token]
+
+    def named(self, name: str) -> Registered:
+        (found,) = [r for r in self.resources if r.name == name]
+        return found
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def __init__(self, deployment: Deployment):
+        self.deployment = deployment
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        physical = args.inputs.get("name") or f"{args.name}-0a1b2c"
+        resource_id = f"{args.name}-id"
+        kind = args.typ
+        if kind == "aws:s3/bucket:Bucket":
+            physical = args.inputs.get("bucket") or f"{args.name}-0a1b2c"
+            resource_id = physical
+            outputs.update(bucket=physical, arn=f"arn:aws:s3:::{physical}",
+                           bucketRegionalDomainName=f"{physical}.s3.{REGION}.amazonaws.com")
+        elif kind == "aws:sns/topic:Topic":
+            outputs.update(arn=f"arn:aws:sns:{REGION}:{ACCOUNT}:{physical}", name=physical)
+        elif kind == "aws:sqs/queue:Queue":
+            outputs.update(arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{physical}", name=physical,
+                           url=f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{physical}")
+        elif kind == "aws:lambda/function:Function":
+            outputs.update(arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{physical}", name=physical)
+        elif kind == "aws:lambda/layerVersion:LayerVersion":
+            outputs.update(arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{args.inputs['layerName']}:1")
+        elif kind == "aws:iam/role:Role":
+            outputs.update(arn=f"arn:aws:iam::{ACCOUNT}:role/{physical}", name=physical)
+            resource_id = physical
+        elif kind == "aws:cloudwatch/logGroup:LogGroup":
+            outputs.update(arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{physical}")
+        elif kind == "aws:cloudfront/distribution:Distribution":
+            resource_id = "E2EXAMPLE0CDN"
+            outputs.update(arn=f"arn:aws:cloudfront::{ACCOUNT}:distribution/{resource_id}",
+                           domainName="d111111abcdef8.cloudfront.net")
+        self.deployment.resources.append(Registered(kind, args.name, dict(args.inputs), outputs))
+        return [resource_id, outputs]
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/ci", "userId": "AIDA", "id": ACCOUNT}
+        raise AssertionError(f"the program made an unexpected call: {args.token}")
+
+
+def stack_config(stack: str) -> dict[str, str]:
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    values = {f"{PROJECT}:{key}": spec["default"] for key, spec in project["config"].items() if "default" in spec}
+    values.update(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
+
+
+def deploy(stack: str) -> Deployment:
+    deployment = Deployment()
+    pulumi.runtime.set_all_config(stack_config(stack))
+    pulumi.runtime.set_mocks(Mocks(deployment), project=PROJECT, stack=stack, preview=False)
+
+    @pulumi.runtime.test
+    def program():
+        namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_program__")
+        pipeline = namespace["stack"]
+        exports = {
+            "cdnDomain": pipeline.cdn.domain_name,
+            "uploadsBucket": pipeline.storage.names["uploads"],
+            "processedBucket": pipeline.storage.names["processed"],
+            "backupBucket": pipeline.storage.names["backup"],
+            "topicArn": pipeline.events.topic.arn,
+            "deadLetterQueueUrl": pipeline.functions.dead_letters.url,
+            "resizeFunction": pipeline.functions.functions["resize"].name,
+            "backupFunction": pipeline.functions.functions["backup"].name,
+            "urlPatterns": pipeline.url_patterns,
+        }
+        return pulumi.Output.all(**exports).apply(deployment.exports.update)
+
+    program()
+    return deployment
