@@ -46,6 +46,8 @@ def url_patterns(domain: str, settings: StackSettings) -> dict[str, str]:
     base = f"https://{domain}/uploads/images"
     patterns = {"original": f"{base}/original/{{path}}", "manifest": f"{base}/manifest/{{path without extension}}.json"}
     for name, variation in registry.variations.items():
-        extension = registry.encoders[variation.format].extension
-        patterns[name] = f"{base}/{name}/{{path without extension}}.{extension}"
+        main, *alongside = registry.renditions(variation)
+        patterns[name] = f"{base}/{name}/{{path without extension}}.{main.extension}"
+        for encoder in alongside:  # e.g. "large.webp" when the webp plugin is on
+            patterns[f"{name}.{encoder.extension}"] = f"{base}/{name}/{{path without extension}}.{encoder.extension}"
     return patterns

@@ -9,6 +9,7 @@ from large, ...), so the expensive full-size work happens once.
 
 from __future__ import annotations
 
+import importlib
 import io
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 ACCEPTED = "JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF"
+PILLOW_PLUGINS = {"JPEG": "JpegImagePlugin", "PNG": "PngImagePlugin", "GIF": "GifImagePlugin",
+                  "WEBP": "WebPImagePlugin", "AVIF": "AvifImagePlugin"}
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 AVIF_BRANDS = {b"avif", b"avis"}
 
@@ -122,10 +125,8 @@ def _ensure_decoder(image_format: str) -> None:
         import pillow_heif
 
         pillow_heif.register_heif_opener()
-    elif image_format == "AVIF":
-        from PIL import AvifImagePlugin  # noqa: F401
     else:
-        from PIL import GifImagePlugin, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
+        importlib.import_module(f"PIL.{PILLOW_PLUGINS[image_format]}")
 
 
 def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[Image.Image, int]:

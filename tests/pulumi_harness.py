@@ -89,9 +89,12 @@ def stack_config(stack: str) -> dict[str, str]:
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 
-def deploy(stack: str) -> Deployment:
+def deploy(stack: str, overrides: dict[str, str] | None = None) -> Deployment:
+    """Run the program for Pulumi.<stack>.yaml, with `overrides` as if set by `pulumi config set`."""
     deployment = Deployment()
-    pulumi.runtime.set_all_config(stack_config(stack))
+    config = stack_config(stack)
+    config.update({f"{PROJECT}:{key}": value for key, value in (overrides or {}).items()})
+    pulumi.runtime.set_all_config(config)
     pulumi.runtime.set_mocks(Mocks(deployment), project=PROJECT, stack=stack, preview=False)
 
     @pulumi.runtime.test

@@ -290,3 +290,24 @@ def test_outputs(stack):
     assert patterns["square_small"] == ("https://d111111abcdef8.cloudfront.net/uploads/images/square_small/"
                                         "{path without extension}.jpg")
     assert set(patterns) >= {"large", "medium", "small", "xsmall", "square_medium", "square_small", "manifest"}
+    # both stacks turn the webp plugin on: its files have their own patterns
+    assert patterns["large.webp"] == ("https://d111111abcdef8.cloudfront.net/uploads/images/large/"
+                                      "{path without extension}.webp")
+
+
+def test_custom_domain_and_certificate():
+    certificate = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d"
+    deployment = deploy("dev", {"domainName": "images.example.com", "certificateArn": certificate})
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    assert distribution.inputs["aliases"] == ["images.example.com"]
+    assert distribution.inputs["viewerCertificate"] == {"acmCertificateArn": certificate, "sslSupportMethod": "sni-only",
+                                                        "minimumProtocolVersion": "TLSv1.2_2021"}
+    assert deployment.exports["cdnDomain"] == "images.example.com"
+    assert deployment.exports["urlPatterns"]["original"].startswith("https://images.example.com/")
+
+
+def test_a_domain_without_certificate_is_refused():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="'domainName' and 'certificateArn' go together"):
+        deploy("dev", {"domainName": "images.example.com"})
