@@ -179,3 +179,38 @@ def test_s3_throttling_on_put_makes_the_resize_handler_raise_after_the_sdk_retri
     assert len(attempts) == 4, "the SDK tries four times (standard mode) before the handler gives up"
     assert "uploads/images/manifest/photo.json" not in stack.keys(PROCESSED)
     assert "uploads/images/manifest/second.json" in stack.keys(PROCESSED), "one bad record never blocks the others"
+
+
+def test_an_original_replaced_while_rendering_is_retried_and_ends_with_the_new_one(stack, monkeypatch):
+    from pipeline import resize
+
+    key = "uploads/images/original/race.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
+    (event,) = stack.deliveries()
+    render = resize.outputs_for_original
+
+    def render_then_replace(*args, **kwargs):
+        result = render(*args, **kwargs)
+        stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))  # someone uploads again
+        return result
+
+    monkeypatch.setattr(resize, "outputs_for_original", render_then_replace)
+    with pytest.raises(handlers.RetryableFailure, match="replaced while it was processed"):
+        handlers.resize_handler(event, None)
+    assert "uploads/images/manifest/race.json" not in stack.keys(PROCESSED), "no manifest for stale variations"
+    monkeypatch.setattr(resize, "outputs_for_original", render)
+    handlers.resize_handler(event, None)  # Lambda's retry
+    manifest = json.loads(stack.s3.get_object(Bucket=PROCESSED, Key="uploads/images/manifest/race.json")["Body"].read())
+    assert manifest["source"]["etag"] == stack.s3.head_object(Bucket=UPLOADS, Key=key)["ETag"].strip('"')
+    assert (manifest["variations"]["large"]["width"], manifest["variations"]["large"]["height"]) == (600, 800)
+
+
+def test_an_original_deleted_before_processing_is_not_an_error(stack):
+    key = "uploads/images/original/gone.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    created, removed = stack.deliveries()
+    assert [r["outcome"] for r in handlers.resize_handler(created, None)["results"]] == ["gone"]
+    assert [r["outcome"] for r in handlers.backup_handler(created, None)["results"]] == ["gone"]
+    handlers.resize_handler(removed, None)
+    assert stack.keys(PROCESSED) == [] and stack.keys(BACKUP) == []
