@@ -91,8 +91,10 @@ def write_demo_photos(folder: str) -> list[str]:
     os.makedirs(folder, exist_ok=True)
     files = {
         "landscape.jpg": jpeg_bytes(photo(6000, 4000), exif=gps_exif()),
-        # Stored sideways, as phones do: orientation 6 means "rotate 90 degrees clockwise to view".
-        "portrait.jpg": jpeg_bytes(photo(4032, 3024, seed=2), exif=gps_exif(orientation=6)),
+        # A portrait stored sideways, as phones do: orientation 6 means "turn 90 degrees clockwise
+        # to view", so the sensor's pixels are the upright picture turned counter-clockwise.
+        "portrait.jpg": jpeg_bytes(photo(3024, 4032, seed=2).transpose(Image.Transpose.ROTATE_90),
+                                   exif=gps_exif(orientation=6)),
         "logo.png": transparent_png(),
     }
     paths = []
