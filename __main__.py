@@ -8,12 +8,16 @@ from infra.image_pipeline import ImagePipeline, ImagePipelineArgs
 settings = read_settings()
 stack = ImagePipeline("image-pipeline", ImagePipelineArgs(settings))
 
-pulumi.export("cdnDomain", stack.cdn.domain_name)
-pulumi.export("uploadsBucket", stack.storage.names["uploads"])
-pulumi.export("processedBucket", stack.storage.names["processed"])
-pulumi.export("backupBucket", stack.storage.names["backup"])
-pulumi.export("topicArn", stack.events.topic.arn)
-pulumi.export("deadLetterQueueUrl", stack.functions.dead_letters.url)
-pulumi.export("resizeFunction", stack.functions.functions["resize"].name)
-pulumi.export("backupFunction", stack.functions.functions["backup"].name)
-pulumi.export("urlPatterns", stack.url_patterns)
+outputs = {
+    "cdnDomain": stack.cdn.domain_name,
+    "uploadsBucket": stack.storage.names["uploads"],
+    "processedBucket": stack.storage.names["processed"],
+    "backupBucket": stack.storage.names["backup"],
+    "topicArn": stack.events.topic.arn,
+    "deadLetterQueueUrl": stack.functions.dead_letters.url,
+    "resizeFunction": stack.functions.functions["resize"].name,
+    "backupFunction": stack.functions.functions["backup"].name,
+    "urlPatterns": stack.url_patterns,
+}
+for name, value in outputs.items():
+    pulumi.export(name, value)

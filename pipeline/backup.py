@@ -22,4 +22,4 @@ def backup_created(store: S3Store, change: ObjectChange, backup_bucket: str) -> 
                content_type=source.get("ContentType", "application/octet-stream"),
                metadata={**source.get("Metadata", {}), "source-etag": etag},
                headers={h: source[h] for h in KEPT_HEADERS if source.get(h)})
-    return Outcome(change.key, "processed", bytes_written=source.get("ContentLength", 0), objects=[change.key])
+    return Outcome(change.key, "processed", bytes_written=source.get("ContentLength", 0))

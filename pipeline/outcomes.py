@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -11,4 +11,3 @@ class Outcome:
     outcome: str  # "processed", "failed" (permanent), "skipped" (already done), "gone", "removed"
     reason: str | None = None
     bytes_written: int = 0
-    objects: list[str] = field(default_factory=list)

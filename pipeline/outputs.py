@@ -46,13 +46,13 @@ class Outputs:
 def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Registry) -> Outputs:
     """Every object the resize path writes for one original; a rejected source gets its manifest."""
     path = keys.source_path(original_key)
-    source = {"key": original_key, "etag": etag, "bytes": len(data)}
     try:
         rendering = render(data, registry)
     except RejectedImage as rejection:
         return failed_outputs(original_key, etag, len(data), rejection.reason)
 
-    source.update(format=rendering.source.format, width=rendering.source.width, height=rendering.source.height)
+    source = {**_source(original_key, etag, len(data)), "format": rendering.source.format,
+              "width": rendering.source.width, "height": rendering.source.height}
     objects: list[OutputObject] = []
     variations: dict[str, Any] = {}
     metadata = {"source-etag": etag}
@@ -77,8 +77,12 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
 def failed_outputs(original_key: str, etag: str, size: int, reason: str) -> Outputs:
     """Only the manifest that says why the source was rejected: an app waiting can stop waiting."""
     manifest = {"manifest_version": MANIFEST_VERSION, "status": "failed",
-                "source": {"key": original_key, "etag": etag, "bytes": size}, "reason": reason, "variations": {}}
+                "source": _source(original_key, etag, size), "reason": reason, "variations": {}}
     return Outputs([_manifest_object(keys.source_path(original_key), manifest, etag)], manifest, None, reason)
+
+
+def _source(original_key: str, etag: str, size: int) -> dict[str, Any]:
+    return {"key": original_key, "etag": etag, "bytes": size}
 
 
 def manifest_keys(manifest: dict[str, Any]) -> list[str]:

@@ -66,8 +66,7 @@ def _publish(store: S3Store, change: ObjectChange, bucket: str, outputs: Outputs
         raise OriginalChanged(f"{change.key} was replaced while it was processed; retrying renders the new one")
     store.put(bucket, manifest)  # last: its presence means "ready" (or "failed")
     written = sum(len(obj.body) for obj in outputs.objects)
-    return Outcome(change.key, "failed" if outputs.failed else "processed", outputs.reason, written,
-                   [obj.key for obj in outputs.objects])
+    return Outcome(change.key, "failed" if outputs.failed else "processed", outputs.reason, written)
 
 
 def resize_removed(store: S3Store, change: ObjectChange, processed_bucket: str, registry: Registry) -> Outcome:
@@ -82,4 +81,4 @@ def resize_removed(store: S3Store, change: ObjectChange, processed_bucket: str, 
                for name, variation in registry.variations.items() for encoder in registry.renditions(variation)]
     doomed = sorted(set(listed) | set(derived)) + [manifest_key]
     store.delete(processed_bucket, doomed)
-    return Outcome(change.key, "removed", objects=doomed)
+    return Outcome(change.key, "removed")

@@ -100,19 +100,7 @@ def deploy(stack: str, overrides: dict[str, str] | None = None) -> Deployment:
     @pulumi.runtime.test
     def program():
         namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_program__")
-        pipeline = namespace["stack"]
-        exports = {
-            "cdnDomain": pipeline.cdn.domain_name,
-            "uploadsBucket": pipeline.storage.names["uploads"],
-            "processedBucket": pipeline.storage.names["processed"],
-            "backupBucket": pipeline.storage.names["backup"],
-            "topicArn": pipeline.events.topic.arn,
-            "deadLetterQueueUrl": pipeline.functions.dead_letters.url,
-            "resizeFunction": pipeline.functions.functions["resize"].name,
-            "backupFunction": pipeline.functions.functions["backup"].name,
-            "urlPatterns": pipeline.url_patterns,
-        }
-        return pulumi.Output.all(**exports).apply(deployment.exports.update)
+        return pulumi.Output.all(**namespace["outputs"]).apply(deployment.exports.update)  # what it exports
 
     program()
     return deployment
