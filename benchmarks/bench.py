@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image, ImageChops, ImageStat  # noqa: E402
 
 from pipeline import samples  # noqa: E402
+from pipeline.imaging import shrink_on_load  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench"
 PHOTOS = {"40 MP": (8000, 5000), "12 MP": (4032, 3024)}
@@ -106,16 +107,16 @@ def floor(src: Path) -> float:
     data = src.read_bytes()
     with Image.open(io.BytesIO(data)) as probe:
         width, height = probe.size
-    scale = 2048 / max(width, height)
+    wanted = (round(width * 2048 / max(width, height)), round(height * 2048 / max(width, height)))
     prepared = Image.open(io.BytesIO(data))
-    prepared.draft("RGB", (round(width * scale), round(height * scale)))
+    shrink_on_load(prepared, data, wanted)
     outputs = [prepared.resize((round(width * e / max(width, height)), round(height * e / max(width, height))))
                for e in SIZES.values()] + [prepared.resize((e, e)) for e in SQUARES.values()]
     times = []
     for _ in range(5):
         started = time.perf_counter()
         image = Image.open(io.BytesIO(data))
-        image.draft("RGB", (round(width * scale), round(height * scale)))
+        shrink_on_load(image, data, wanted)
         image.load()
         for output in outputs:
             output.save(io.BytesIO(), "JPEG", quality=82, progressive=True, optimize=True)
@@ -154,10 +155,11 @@ def references(src: Path) -> dict[str, Image.Image]:
 
 def filters(src: Path) -> list[str]:
     """The choice of the big first step's filter: time and PSNR against LANCZOS from full size."""
-    image = Image.open(src)
-    image.draft("RGB", (2048, 2048 * image.height // image.width))
-    image.load()
+    data = src.read_bytes()
+    image = Image.open(io.BytesIO(data))
     target = (2048, round(2048 * image.height / image.width))
+    shrink_on_load(image, data, target)
+    image.load()
     reference = Image.open(src).resize(target, Image.Resampling.LANCZOS)
     lines = []
     for resample in (Image.Resampling.BILINEAR, Image.Resampling.HAMMING, Image.Resampling.BICUBIC,

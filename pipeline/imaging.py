@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from pipeline.types import Encoder, Geometry, Variation
 
@@ -27,12 +27,21 @@ Image.MAX_IMAGE_PIXELS = None
 
 # Filters chosen by measurement (benchmarks/bench.py prints PSNR against a LANCZOS reference
 # from the full-size decode): the step out of a big decode touches the most pixels and dominates
-# the time: HAMMING there costs 45% of LANCZOS and 60% of BICUBIC and stays above 40 dB, where
-# differences stop being visible. Steps from smaller images use LANCZOS: a chain of BICUBIC
+# the time: HAMMING there costs about half of LANCZOS and two thirds of BICUBIC and stays above
+# 40 dB, where differences stop being visible. Steps from smaller images use LANCZOS: a chain of BICUBIC
 # steps loses visible sharpness (41 dB for small), LANCZOS keeps 50+ dB there at little cost.
 BIG_STEP_FILTER = Image.Resampling.HAMMING
 SMALL_STEP_FILTER = Image.Resampling.LANCZOS
 BIG_STEP_PIXELS = 4_000_000
+
+# Shrink-on-load: libjpeg-turbo decodes at M/8 scale (M = 1..16), taking the smallest M/8 that is
+# at least 1/denominator; Pillow passes only that denominator. So 8, 4, 3 and 2 reach 1/8, 1/4,
+# 3/8 and 1/2. 3/8 is what an 8000 px photo needs for a 2048 px variation: 44% fewer pixels to
+# decode and resize than 1/2, at the same quality (benchmarks/bench.py).
+DCT_SCALES = ((8, 1), (4, 2), (3, 3), (2, 4))  # (denominator, M), smallest scale first
+# Frame types whose decoding goes through the IDCT and so can be scaled; libjpeg-turbo ignores
+# the scale for lossless frames and would write full-width rows into a narrower image.
+DCT_FRAMES = {0xC0, 0xC1, 0xC2, 0xC9, 0xCA}
 
 ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
@@ -171,7 +180,7 @@ def render(data: bytes, registry: "Registry") -> Rendering:
         (variation, registry.transforms[variation.transform].plan(upright, (variation.width, variation.height)))
         for variation in registry.variations.values()
     ]
-    base = _decode_base(image, upright, orientation, max((g.scale for _, g in plans), default=1.0))
+    base = _decode_base(image, data, upright, orientation, max((g.scale for _, g in plans), default=1.0))
     source = SourceInfo(image_format, upright[0], upright[1], len(data))
 
     # Whole-frame images to derive from, most detailed first; each stays unchanged once made.
@@ -196,14 +205,15 @@ def render(data: bytes, registry: "Registry") -> Rendering:
     return Rendering(source, ordered, placeholder(intermediates[-1]))
 
 
-def _decode_base(image: Image.Image, upright: tuple[int, int], orientation: int, scale: float) -> Image.Image:
+def _decode_base(image: Image.Image, data: bytes, upright: tuple[int, int], orientation: int,
+                 scale: float) -> Image.Image:
     """Decode once at the detail the variations need; return it upright, sRGB, 8 bit, no metadata."""
     scale = min(scale, 1.0)
     wanted = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
     if orientation >= 5:
         wanted = wanted[::-1]  # the decoder works in stored orientation
     if image.format == "JPEG":
-        image.draft(None, wanted)  # DCT scaling: decode at 1/2, 1/4 or 1/8 when that is enough
+        shrink_on_load(image, data, wanted)
     try:
         image.load()
     except Exception as error:
@@ -219,6 +229,41 @@ def _decode_base(image: Image.Image, upright: tuple[int, int], orientation: int,
         pixels = image.copy()
     pixels.info = {}  # no EXIF, GPS, XMP or profile may reach an output
     return pixels
+
+
+def shrink_on_load(image: Image.Image, data: bytes, wanted: tuple[int, int]) -> None:
+    """Make a JPEG decode at the smallest DCT scale whose size still covers `wanted`.
+
+    Pillow's draft() knows only 1/2, 1/4 and 1/8; this sets up the same decode (one tile, a
+    scale denominator) with 3/8 too. The image size must be exactly what libjpeg-turbo will
+    write, so it is computed with the library's own rounding, ceil(size * M / 8).
+    """
+    if len(image.tile) != 1 or image.decoderconfig or _frame_type(data) not in DCT_FRAMES:
+        return
+    width, height = image.size
+    for denominator, eighths in DCT_SCALES:
+        if denominator == 3 and not getattr(Image.core, "libjpeg_turbo_version", None):
+            continue  # plain libjpeg rounds 1/3 to 1/2: only the powers of two are safe there
+        size = (-(-width * eighths // 8), -(-height * eighths // 8))
+        if size[0] >= wanted[0] and size[1] >= wanted[1]:
+            decoder, _, offset, args = image.tile[0]
+            image.tile = [ImageFile._Tile(decoder, (0, 0, *size), offset, args)]
+            image._size = size
+            image.decoderconfig = (denominator, 0)
+            return
+
+
+def _frame_type(data: bytes) -> int:
+    """The JPEG's start-of-frame marker (0xC0 baseline, 0xC2 progressive, 0xC3 lossless, ...)."""
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG, DAC are not frames
+            return marker
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return 0
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return 0
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

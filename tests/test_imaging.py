@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageChops, ImageFile, ImageStat
 
 from conftest import open_output, render_outputs
 from images import STORED_AS, adobe_rgb_profile, adobe_rgb_to_srgb, encode, oriented_jpeg, png_header_only
@@ -15,6 +16,11 @@ from pipeline.imaging import RejectedImage, render
 from pipeline.registry import build_registry
 
 DEFAULT_VARIATIONS = ["large", "medium", "small", "xsmall", "square_medium", "square_small"]
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = sum(v * v for v in ImageStat.Stat(ImageChops.difference(a, b)).rms) / 3
+    return 10 * math.log10(255 * 255 / mse) if mse else 99.0
 
 
 def near(pixel, expected, tolerance=6):
@@ -192,8 +198,12 @@ def test_greyscale_and_palette_sources(registry):
     assert near(open_output(outputs, "uploads/images/small/p.jpg").getpixel((10, 10)), (10, 200, 30), 8)
 
 
-def test_big_jpeg_is_decoded_once_at_reduced_scale(registry, monkeypatch):
-    """Shrink-on-load: a 6000x4000 JPEG is decoded at 1/2 scale, once, for all six variations."""
+@pytest.mark.parametrize(("size", "denominator"), [
+    ((8000, 5000), 3),  # 3/8 gives 3000 px: the 2048 px variation still has all its detail
+    ((4800, 3200), 2),  # 3/8 would give 1800 px: 1/2
+])
+def test_big_jpeg_is_decoded_once_at_the_smallest_scale_that_serves_large(registry, monkeypatch, size, denominator):
+    """Shrink-on-load, once for all six variations, and what comes out is the photo, not garbage."""
     decoders = []
     original = Image._getdecoder
 
@@ -201,8 +211,32 @@ def test_big_jpeg_is_decoded_once_at_reduced_scale(registry, monkeypatch):
         decoders.append((decoder_name, extra))
         return original(mode, decoder_name, args, extra)
 
+    data = samples.jpeg_bytes(samples.photo(*size, grain=0))
     monkeypatch.setattr(Image, "_getdecoder", spy)
-    outputs = render_outputs(samples.jpeg_bytes(samples.photo(6000, 4000, grain=0)), registry)
-    assert len(decoders) == 1 and decoders[0][0] == "jpeg"
-    assert decoders[0][1][0] == 2, "the DCT scale denominator should be 2"
-    assert outputs.manifest["variations"]["large"]["width"] == 2048
+    outputs = render_outputs(data, registry)
+    monkeypatch.undo()
+    assert [(name, extra[0]) for name, extra in decoders] == [("jpeg", denominator)]
+    large = open_output(outputs, "uploads/images/large/photo.jpg").convert("RGB")
+    assert large.width == 2048
+    reference = Image.open(io.BytesIO(data)).resize(large.size, Image.Resampling.LANCZOS)
+    assert psnr(large, reference) > 30, "the scaled decode must be the same picture (JPEG loss included)"
+
+
+def test_lossless_jpeg_frame_is_never_dct_scaled(registry, monkeypatch):
+    """libjpeg-turbo ignores the scale for lossless frames: asking for it would overflow the rows."""
+    data = samples.jpeg_bytes(samples.photo(4800, 3200, grain=0))
+    sof = data.index(b"\xff\xc0")
+    lossless = data[:sof] + b"\xff\xc3" + data[sof + 2:]
+    decoders = []
+    original = Image._getdecoder
+
+    def spy(mode, decoder_name, args, extra=()):
+        decoders.append(extra)
+        return original(mode, decoder_name, args, extra)
+
+    monkeypatch.setattr(Image, "_getdecoder", spy)
+    try:
+        render(lossless, registry)
+    except RejectedImage:
+        pass  # DCT data read as lossless data may be refused: refusing is fine, scaling is not
+    assert decoders and all(not extra for extra in decoders), decoders
