@@ -16,17 +16,31 @@ from pipeline.config import ConfigError, PipelineConfig
 from pipeline.types import PluginError
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, sized without importing shutil (and with it bz2 and lzma) on every start."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = int(os.environ.get("COLUMNS") or os.get_terminal_size().columns)
+        except (OSError, ValueError):
+            width = 80
+        super().__init__(prog, width=width - 2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0],
+                                     formatter_class=_HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    process = commands.add_parser("process", help="render the variations of local image files")
+    process = commands.add_parser("process", help="render the variations of local image files",
+                                  formatter_class=_HelpFormatter)
     process.add_argument("files", nargs="+", metavar="FILE")
     process.add_argument("--out", required=True, metavar="DIR", help="write objects as files under DIR at their keys")
     process.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML)")
     process.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
-    plugins = commands.add_parser("plugins", help="list the plugins, their variations and spec hashes")
+    plugins = commands.add_parser("plugins", help="list the plugins, their variations and spec hashes",
+                                  formatter_class=_HelpFormatter)
     plugins.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML)")
 
     args = parser.parse_args(argv)

@@ -7,8 +7,7 @@ the local stack all call `outputs_for_original` and hand the result to their sto
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline import keys
 from pipeline.imaging import RejectedImage, Rendering, render
@@ -22,17 +21,15 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 MANIFEST_CACHE = "public, max-age=60"
 
 
-@dataclass(frozen=True)
-class OutputObject:
+class OutputObject(NamedTuple):
     key: str
     body: bytes
     content_type: str
     cache_control: str
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str]
 
 
-@dataclass(frozen=True)
-class Outputs:
+class Outputs(NamedTuple):
     objects: list[OutputObject]  # variations first, the manifest last
     manifest: dict[str, Any]
     rendering: Rendering | None

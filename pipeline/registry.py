@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import pluggy
 
@@ -37,8 +37,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, bool], ...] = (
 HOOKS = ("register_variations", "register_transforms", "register_encoders", "register_postprocessors")
 
 
-@dataclass(frozen=True)
-class PluginInfo:
+class PluginInfo(NamedTuple):
     name: str
     source: str  # "built-in" or the distribution that provides it
     enabled: bool
