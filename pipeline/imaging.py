@@ -38,6 +38,11 @@ BIG_STEP_PIXELS = 4_000_000
 # 3/8 and 1/2. 3/8 is what an 8000 px photo needs for a 2048 px variation: 44% fewer pixels to
 # decode and resize than 1/2, at the same quality (benchmarks/bench.py).
 DCT_SCALES = ((8, 1), (4, 2), (3, 3), (2, 4))  # (denominator, M), smallest scale first
+# A DCT-scaled decode is sharp but blocky; the resize after it must shrink by at least this much
+# to smooth the blocks away. Measured (benchmarks/shrink_on_load.py, PSNR of the 2048 px variation
+# against LANCZOS from the full decode): 1.3x or more stays within 3 dB of a full decode (and
+# within 1 dB from 1.45x), 1.0-1.25x loses 4-7 dB.
+MIN_SHRINK_AFTER_DCT = 1.3
 # Frame types whose decoding goes through the IDCT and so can be scaled; libjpeg-turbo ignores
 # the scale for lossless frames and would write full-width rows into a narrower image.
 DCT_FRAMES = {0xC0, 0xC1, 0xC2, 0xC9, 0xCA}
@@ -209,8 +214,7 @@ def _decode_base(image: Image.Image, data: bytes, upright: tuple[int, int], orie
     wanted = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
     if orientation >= 5:
         wanted = wanted[::-1]  # the decoder works in stored orientation
-    if image.format == "JPEG":
-        shrink_on_load(image, data, wanted)
+    whole = shrink_on_load(image, data, wanted) if image.format == "JPEG" else (0, 0, *image.size)
     try:
         image.load()
     except Exception as error:
@@ -218,7 +222,7 @@ def _decode_base(image: Image.Image, data: bytes, upright: tuple[int, int], orie
     icc_profile = image.info.get("icc_profile")
     pixels = _eight_bit(image)
     if pixels.size != wanted:
-        pixels = pixels.resize(wanted, _filter_for(pixels), reducing_gap=3.0)
+        pixels = pixels.resize(wanted, _filter_for(pixels), box=whole, reducing_gap=3.0)
     if orientation in UPRIGHT:
         pixels = pixels.transpose(UPRIGHT[orientation])
     pixels = _to_srgb(pixels, icc_profile)
@@ -228,26 +232,32 @@ def _decode_base(image: Image.Image, data: bytes, upright: tuple[int, int], orie
     return pixels
 
 
-def shrink_on_load(image: Image.Image, data: bytes, wanted: tuple[int, int]) -> None:
-    """Make a JPEG decode at the smallest DCT scale whose size still covers `wanted`.
+def shrink_on_load(image: Image.Image, data: bytes, wanted: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Make a JPEG decode at the smallest DCT scale that still leaves a real resize to `wanted`.
 
     Pillow's draft() knows only 1/2, 1/4 and 1/8; this sets up the same decode (one tile, a
     scale denominator) with 3/8 too. The image size must be exactly what libjpeg-turbo will
     write, so it is computed with the library's own rounding, ceil(size * M / 8).
+
+    Returns the box of the decoded pixels that is the whole photo: a width that is not a multiple
+    of 8/M leaves a last column that is only part of a pixel, and resizing it as a whole one
+    would shift the picture by up to half a pixel (2-8 dB on sharp edges).
     """
-    if len(image.tile) != 1 or image.decoderconfig or _frame_type(data) not in DCT_FRAMES:
-        return
     width, height = image.size
+    if len(image.tile) != 1 or image.decoderconfig or _frame_type(data) not in DCT_FRAMES:
+        return (0, 0, width, height)
     for denominator, eighths in DCT_SCALES:
         if denominator == 3 and not getattr(Image.core, "libjpeg_turbo_version", None):
             continue  # plain libjpeg rounds 1/3 to 1/2: only the powers of two are safe there
-        size = (-(-width * eighths // 8), -(-height * eighths // 8))
-        if size[0] >= wanted[0] and size[1] >= wanted[1]:
+        whole = (0, 0, width * eighths / 8, height * eighths / 8)
+        if whole[2] >= wanted[0] * MIN_SHRINK_AFTER_DCT and whole[3] >= wanted[1] * MIN_SHRINK_AFTER_DCT:
+            size = (-(-width * eighths // 8), -(-height * eighths // 8))
             decoder, _, offset, args = image.tile[0]
             image.tile = [ImageFile._Tile(decoder, (0, 0, *size), offset, args)]
             image._size = size
             image.decoderconfig = (denominator, 0)
-            return
+            return whole
+    return (0, 0, width, height)
 
 
 def _frame_type(data: bytes) -> int:
