@@ -40,8 +40,8 @@ BIG_STEP_PIXELS = 4_000_000
 DCT_SCALES = ((8, 1), (4, 2), (3, 3), (2, 4))  # (denominator, M), smallest scale first
 # A DCT-scaled decode is sharp but blocky; the resize after it must shrink by at least this much
 # to smooth the blocks away. Measured (benchmarks/shrink_on_load.py, PSNR of the 2048 px variation
-# against LANCZOS from the full decode): 1.3x or more stays within 3 dB of a full decode (and
-# within 1 dB from 1.45x), 1.0-1.25x loses 4-7 dB.
+# against LANCZOS from the full decode): from 1.3x on, a scaled decode is within 3.5 dB of a full
+# one, and nearer the more is left to shrink; below 1.3x it loses 4-7 dB.
 MIN_SHRINK_AFTER_DCT = 1.3
 # Frame types whose decoding goes through the IDCT and so can be scaled; libjpeg-turbo ignores
 # the scale for lossless frames and would write full-width rows into a narrower image.
