@@ -28,6 +28,10 @@ class Functions(pulumi.ComponentResource):
         settings, buckets = args.settings, args.buckets
         child = pulumi.ResourceOptions(parent=self)
         artifact = build(settings.architecture, settings.python_version)
+        pulumi.log.info(artifact.report())
+        if not artifact.compiler:
+            pulumi.log.warn(f"no python{settings.python_version} on this machine: the functions ship without bytecode "
+                            f"and compile their modules on every cold start (~120 ms, benchmarks/cold_start.py)")
         runtime = f"python{settings.python_version}"
         layer = aws.lambda_.LayerVersion(
             f"{name}-dependencies", layer_name=f"{pulumi.get_project()}-{pulumi.get_stack()}-dependencies",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import shutil
@@ -62,12 +63,16 @@ def elf_machine(data: bytes) -> int:
 
 
 def test_x86_64_artifact_runs_both_handlers_from_a_bare_python312(tmp_path, boto3_only, moto_server, monkeypatch):
-    built = artifact.build("x86_64", "3.12")
+    python = find_python("3.12")
+    built = artifact.build("x86_64", "3.12", compiler=python)
     task, opt = tmp_path / "task", tmp_path / "opt"
     zipfile.ZipFile(built.code_zip).extractall(task)
     zipfile.ZipFile(built.layer_zip).extractall(opt)
     assert sorted(p.name for p in task.iterdir()) == ["pipeline", "plugins"]
     assert not (opt / "python" / "boto3").exists(), "the runtime provides boto3"
+    # Lambda cannot write bytecode next to the code: it must be in the zips, for 3.12.
+    for source in [*task.rglob("*.py"), opt / "python" / "PIL" / "Image.py", opt / "python" / "pluggy" / "_manager.py"]:
+        assert (source.parent / "__pycache__" / f"{source.stem}.cpython-312.pyc").exists(), source
 
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": REGION}.items():
@@ -91,7 +96,7 @@ def test_x86_64_artifact_runs_both_handlers_from_a_bare_python312(tmp_path, boto
            "PYTHONPATH": os.pathsep.join([str(task), str(opt / "python"), str(boto3_only)]),
            "AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": REGION, "PROCESSED_BUCKET": PROCESSED, "BACKUP_BUCKET": BACKUP}
-    run = subprocess.run([find_python("3.12"), "-s", "-c", script], input=json.dumps(event),
+    run = subprocess.run([python, "-s", "-c", script], input=json.dumps(event),
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
@@ -104,8 +109,23 @@ def test_x86_64_artifact_runs_both_handlers_from_a_bare_python312(tmp_path, boto
     assert s3.head_object(Bucket=BACKUP, Key=key)["ETag"].strip('"') == etag
 
 
+def test_code_zip_is_the_same_bytes_on_every_build():
+    """Pulumi deploys a new function version whenever the zip changes: bytecode included, it must not."""
+    python = find_python("3.12")
+    first = artifact.build("x86_64", "3.12", compiler=python).code_zip.read_bytes()
+    assert artifact.build("x86_64", "3.12", compiler=python).code_zip.read_bytes() == first
+    assert any(name.endswith(".cpython-312.pyc") for name in zipfile.ZipFile(io.BytesIO(first)).namelist())
+
+
+def test_without_an_interpreter_of_the_target_version_the_artifact_has_no_bytecode(monkeypatch):
+    monkeypatch.setattr(artifact, "find_interpreter", lambda version: None)
+    built = artifact.build("x86_64", "3.12")
+    assert not any("__pycache__" in name for name in zipfile.ZipFile(built.code_zip).namelist())
+    assert "no bytecode" in built.report()
+
+
 def test_arm64_layer_holds_aarch64_pillow_and_pillow_heif():
-    built = artifact.build("arm64", "3.12")
+    built = artifact.build("arm64", "3.12", compiler=find_python("3.12"))
     with zipfile.ZipFile(built.layer_zip) as layer:
         names = layer.namelist()
         for package in ("PIL", "pillow_heif"):
