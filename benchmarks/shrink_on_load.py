@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PIL import Image, ImageChops, ImageFile, ImageStat  # noqa: E402
+from PIL import Image, ImageChops, ImageStat  # noqa: E402
 
 from pipeline import samples  # noqa: E402
-from pipeline.imaging import BIG_STEP_FILTER, DCT_SCALES  # noqa: E402
+from pipeline.imaging import BIG_STEP_FILTER, DCT_SCALES, decode_at_scale  # noqa: E402
 
 CAMERA_SIZES = ["4624x3468", "4800x3200", "5184x3456", "5472x3648", "6000x4000", "6240x4160",
                 "6720x4480", "7200x4800", "8000x5000", "8064x6048", "9248x6936"]
@@ -36,11 +36,7 @@ def decode(data: bytes, denominator: int, eighths: int) -> Image.Image:
     """The decode shrink_on_load sets up, forced to one scale."""
     image = Image.open(io.BytesIO(data))
     if denominator > 1:
-        size = (-(-image.width * eighths // 8), -(-image.height * eighths // 8))
-        decoder, _, offset, args = image.tile[0]
-        image.tile = [ImageFile._Tile(decoder, (0, 0, *size), offset, args)]
-        image._size = size
-        image.decoderconfig = (denominator, 0)
+        decode_at_scale(image, denominator, eighths)
     image.load()
     return image
 

@@ -10,7 +10,7 @@ build is an unchanged deployment.
 
 Both zips carry bytecode for the target Python when an interpreter of that version is here (this
 one or pythonX.Y on PATH): Lambda's /var/task and /opt are read-only, so without it every cold
-start compiles each module it imports (about 50 ms for the resize function's imports).
+start compiles each module it imports (about 120 ms, benchmarks/cold_start.py).
 """
 
 from __future__ import annotations
@@ -97,9 +97,9 @@ def build(architecture: str = "arm64", python_version: str = "3.12", *, cache: P
     return artifact
 
 
-def find_interpreter(python_version: str) -> str | None:
-    """An interpreter of the Lambda's Python version: this one, or pythonX.Y on PATH."""
-    for candidate in filter(None, (sys.executable, shutil.which(f"python{python_version}"))):
+def find_interpreter(python_version: str, elsewhere: tuple[str, ...] = ()) -> str | None:
+    """An interpreter of the Lambda's Python version: this one, pythonX.Y on PATH, or `elsewhere`."""
+    for candidate in filter(None, (sys.executable, shutil.which(f"python{python_version}"), *elsewhere)):
         probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                capture_output=True, text=True)
         if probe.returncode == 0 and probe.stdout.strip() == python_version:

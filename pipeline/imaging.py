@@ -251,13 +251,18 @@ def shrink_on_load(image: Image.Image, data: bytes, wanted: tuple[int, int]) -> 
             continue  # plain libjpeg rounds 1/3 to 1/2: only the powers of two are safe there
         whole = (0, 0, width * eighths / 8, height * eighths / 8)
         if whole[2] >= wanted[0] * MIN_SHRINK_AFTER_DCT and whole[3] >= wanted[1] * MIN_SHRINK_AFTER_DCT:
-            size = (-(-width * eighths // 8), -(-height * eighths // 8))
-            decoder, _, offset, args = image.tile[0]
-            image.tile = [ImageFile._Tile(decoder, (0, 0, *size), offset, args)]
-            image._size = size
-            image.decoderconfig = (denominator, 0)
+            decode_at_scale(image, denominator, eighths)
             return whole
     return (0, 0, width, height)
+
+
+def decode_at_scale(image: Image.Image, denominator: int, eighths: int) -> None:
+    """Set up a not yet loaded JPEG (one tile) to decode at eighths/8 of its size."""
+    size = (-(-image.width * eighths // 8), -(-image.height * eighths // 8))
+    decoder, _, offset, args = image.tile[0]
+    image.tile = [ImageFile._Tile(decoder, (0, 0, *size), offset, args)]
+    image._size = size
+    image.decoderconfig = (denominator, 0)
 
 
 def _frame_type(data: bytes) -> int:

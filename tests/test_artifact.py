@@ -6,7 +6,6 @@ import glob
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -25,16 +24,11 @@ EM_X86_64, EM_AARCH64 = 62, 183
 
 
 def find_python(version: str) -> str:
-    """An interpreter of `version` on this machine: on PATH, or where pyenv keeps it."""
-    candidates = [shutil.which(f"python{version}")]
-    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")))
-    candidates += [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
-    for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                               capture_output=True, text=True)
-        if probe.returncode == 0 and probe.stdout.strip() == version:
-            return candidate
-    raise AssertionError(f"no python{version} on this machine; Lambda runs {version}, so the test needs it")
+    """An interpreter of `version` on this machine: as the build finds one, or where pyenv keeps it."""
+    pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")))
+    found = artifact.find_interpreter(version, (*pyenv, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"))
+    assert found, f"no python{version} on this machine; Lambda runs {version}, so the test needs it"
+    return found
 
 
 @pytest.fixture(scope="module")
