@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import io
 import time
+import warnings
 from typing import TYPE_CHECKING, NamedTuple
 
 from PIL import Image, ImageFile
@@ -149,23 +150,25 @@ def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[Image.
         raise RejectedImage(too_big(len(data), max_bytes))
     image_format = sniff_format(data[:64])
     _ensure_decoder(image_format)
-    try:
-        # The explicit format list is the allow-list: no other decoder (EPS, PDF, ...) is reached.
-        image = Image.open(io.BytesIO(data), formats=[image_format])
-    except Exception as error:  # Pillow raises many types for a broken header
-        raise RejectedImage(f"corrupt {image_format} file: {error}") from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise RejectedImage(
-            f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
-            f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); not decoded"
-        )
-    orientation = 1
-    if image_format != "HEIF":  # libheif has already applied the HEIF transforms
+    with warnings.catch_warnings():  # Pillow warns of broken EXIF on stderr, naming no file
+        warnings.simplefilter("ignore")
         try:
-            orientation = image.getexif().get(ORIENTATION_TAG, 1)
-        except Exception:
-            orientation = 1  # unreadable EXIF is no reason to refuse a photo
+            # The explicit format list is the allow-list: no other decoder (EPS, PDF, ...) is reached.
+            image = Image.open(io.BytesIO(data), formats=[image_format])
+        except Exception as error:  # Pillow raises many types for a broken header
+            raise RejectedImage(f"corrupt {image_format} file: {error}") from None
+        width, height = image.size
+        if width * height > max_pixels:
+            raise RejectedImage(
+                f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+                f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); not decoded"
+            )
+        orientation = 1
+        if image_format != "HEIF":  # libheif has already applied the HEIF transforms
+            try:
+                orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            except Exception:
+                orientation = 1  # unreadable EXIF is no reason to refuse a photo
     return image, orientation if orientation in UPRIGHT else 1
 
 
