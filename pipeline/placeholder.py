@@ -39,18 +39,14 @@ def blurhash(image, components_x: int, components_y: int) -> str:
     rows = [[to_linear[v] for v in image.getchannel(c).tobytes()] for c in "RGB"]
     cos_x = [[math.cos(math.pi * i * x / width) for x in range(width)] for i in range(components_x)]
     cos_y = [[math.cos(math.pi * j * y / height) for y in range(height)] for j in range(components_y)]
+    # Each row's sum against cos_x[i] serves every j: computed once, the hash costs a third.
+    row_sums = [[[sum(c * v for c, v in zip(cos_x[i], channel[y * width:(y + 1) * width])) for y in range(height)]
+                 for channel in rows] for i in range(components_x)]
     factors = []
     for j in range(components_y):
         for i in range(components_x):
             norm = (1 if i == 0 and j == 0 else 2) / (width * height)
-            factor = []
-            for channel in rows:
-                total = 0.0
-                for y in range(height):
-                    row = channel[y * width:(y + 1) * width]
-                    total += cos_y[j][y] * sum(c * v for c, v in zip(cos_x[i], row))
-                factor.append(total * norm)
-            factors.append(factor)
+            factors.append([sum(cy * s for cy, s in zip(cos_y[j], sums)) * norm for sums in row_sums[i]])
     dc, ac = factors[0], factors[1:]
     text = _base83((components_x - 1) + (components_y - 1) * 9, 1)
     if ac:
