@@ -5,7 +5,8 @@
 Contenders run alternately, run by run, each process pinned to one CPU (a 1769 MB Lambda has one
 vCPU). Printed: median wall time, median CPU time and peak RSS of each, ratios against ours, the
 floor measured in this same run (decode at the needed DCT scale plus the six encodes, in-process),
-and the quality of our outputs (PSNR against LANCZOS from the full-size decode).
+the quality of every contender's outputs (PSNR against LANCZOS from the full-size decode), and
+what a process costs before any photo work (interpreter, imports, ours on a tiny JPEG).
 """
 
 from __future__ import annotations
@@ -91,15 +92,39 @@ def run_once(command: list[str], src: Path) -> tuple[float, float, float]:
     """
     with tempfile.TemporaryDirectory() as out:
         argv = [part.replace("{src}", str(src)).replace("{out}", out) for part in command]
-        spawned = subprocess.run([sys.executable, str(HERE / "spawn.py"), str(CPU), *argv], cwd=ROOT,
-                                 capture_output=True, text=True, check=True)
-        result = json.loads(spawned.stdout)
-        if result["status"] != 0:
-            raise SystemExit(f"{argv[0]} failed on {src}: {result['stderr']}")
+        result = spawn(argv)
         produced = sum(1 for _ in Path(out).rglob("*.jpg"))
         if produced < 6:
             raise SystemExit(f"{' '.join(argv)} wrote {produced} JPEG files, expected 6")
     return result["wall"], result["cpu"], result["rss_mib"]
+
+
+def spawn(argv: list[str]) -> dict:
+    spawned = subprocess.run([sys.executable, str(HERE / "spawn.py"), str(CPU), *argv], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+    result = json.loads(spawned.stdout)
+    if result["status"] != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {result['stderr']}")
+    return result
+
+
+def start_up(python: str, runs: int, pyvips: bool) -> list[str]:
+    """What a process costs before the photo: the interpreter, the imaging imports, ours whole."""
+    tiny = CACHE / "photo-64x48.jpg"
+    if not tiny.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tiny.write_bytes(samples.jpeg_bytes(samples.photo(64, 48)))
+    commands = {"python -c pass": [python, "-c", "pass"],
+                "python -c 'import PIL.Image'": [python, "-c", "import PIL.Image"],
+                "python -c 'import pyvips'": [python, "-c", "import pyvips"] if pyvips else None,
+                "ours on a 64x48 JPEG": [python, "-m", "pipeline", "process", str(tiny), "--out", "{out}", "--quiet"]}
+    commands = {name: command for name, command in commands.items() if command}
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(runs):
+            for name, command in commands.items():
+                walls[name].append(spawn([part.replace("{out}", out) for part in command])["wall"])
+    return [f"  {name:<30}{statistics.median(times) * 1000:>7.1f} ms" for name, times in walls.items()]
 
 
 def floor(src: Path) -> float:
@@ -211,6 +236,8 @@ def main() -> None:
         print("  first-step filter from the shrink-on-load decode (time, PSNR):")
         print("\n".join(filters(src)))
         print()
+    print(f"start-up, {args.runs * 3} runs each, alternating; medians")
+    print("\n".join(start_up(args.python, args.runs * 3, "libvips (pyvips) pyramid" in found)))
 
 
 if __name__ == "__main__":
