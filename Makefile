@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := .cache/demo
+SIMD_VENV := .cache/pillow-simd-venv
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench bench-simd clean
 
 $(STAMP): requirements/dev.txt requirements/lambda.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,14 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/bench.txt
 	$(BIN)/python benchmarks/bench.py
+
+# The same benchmark with our process on Pillow-SIMD instead of Pillow. It is built from source
+# (no wheels exist): it needs a C compiler and the libjpeg-turbo and zlib headers.
+bench-simd: $(STAMP)
+	test -x $(SIMD_VENV)/bin/python || $(PYTHON) -m venv $(SIMD_VENV)
+	CC="cc -mavx2" $(SIMD_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/bench-simd.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/bench.txt
+	$(BIN)/python benchmarks/bench.py --python $(SIMD_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+import PIL  # noqa: E402
 from PIL import Image, ImageChops, ImageStat  # noqa: E402
 
 from pipeline import samples  # noqa: E402
@@ -208,7 +209,11 @@ def main() -> None:
     # measure that, even where PYTHONDONTWRITEBYTECODE is set in the shell.
     subprocess.run([args.python, "-m", "compileall", "-q", "pipeline", "plugins"], cwd=ROOT, check=True)
     found = contenders(args.python)
-    print(f"each process pinned to CPU {CPU}; {args.runs} runs per contender, alternating; medians\n")
+    theirs = subprocess.run([args.python, "-c", "import PIL; print(PIL.__version__)"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    print(f"each process pinned to CPU {CPU}; {args.runs} runs per contender, alternating; medians")
+    print(f"contenders on Pillow {theirs} ({args.python}); floor and filter table in-process on Pillow "
+          f"{PIL.__version__}\n")
     for label in PHOTOS:
         src = make_photo(label)
         with Image.open(src) as probe:
