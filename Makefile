@@ -32,7 +32,6 @@ bench: $(STAMP)
 bench-simd: $(STAMP)
 	test -x $(SIMD_VENV)/bin/python || $(PYTHON) -m venv $(SIMD_VENV)
 	CC="cc -mavx2" $(SIMD_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/bench-simd.txt
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/bench.txt
 	$(BIN)/python benchmarks/bench.py --python $(SIMD_VENV)/bin/python
 
 clean:
