@@ -1,4 +1,11 @@
-"""What the backup function does for one created original: a server-side copy, never a delete."""
+"""What the backup function does for one created original: copy exactly the version the event
+names into the backup bucket, once; never delete.
+
+The uploads bucket is versioned, so the version still exists even when the key was replaced or
+deleted a second later: every version that ever existed reaches the backup, in whatever order
+the events come. Each copy records the version it came from (metadata `source-version-id`),
+which is how a repeated event is recognised.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,11 @@ from pipeline.events import ObjectChange
 from pipeline.outcomes import Outcome
 from pipeline.storage import S3Store
 
-# Headers worth keeping on the copy, besides content type and user metadata.
-KEPT_HEADERS = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage")
-
 
 def backup_created(store: S3Store, change: ObjectChange, backup_bucket: str) -> Outcome:
-    source = store.head(change.bucket, change.key)
-    if source is None:
-        return Outcome(change.key, "gone", "the original was deleted before it could be backed up")
-    etag = source["ETag"].strip('"')
-    existing = store.head(backup_bucket, change.key)
-    if existing is not None and existing.get("Metadata", {}).get("source-etag") == etag:
-        return Outcome(change.key, "skipped", "the backup already holds this version")
-    store.copy(change.bucket, change.key, backup_bucket, if_match=etag,
-               content_type=source.get("ContentType", "application/octet-stream"),
-               metadata={**source.get("Metadata", {}), "source-etag": etag},
-               headers={h: source[h] for h in KEPT_HEADERS if source.get(h)})
-    return Outcome(change.key, "processed", bytes_written=source.get("ContentLength", 0))
+    if change.version_id and change.version_id in store.backed_up_versions(backup_bucket, change.key):
+        return Outcome(change.key, "skipped", f"the backup already holds version {change.version_id}")
+    copied = store.copy_version(change.bucket, change.key, change.version_id, backup_bucket)
+    if copied is None:
+        return Outcome(change.key, "gone", f"version {change.version_id} no longer exists; nothing to copy")
+    return Outcome(change.key, "processed", bytes_written=copied.get("ContentLength", 0))

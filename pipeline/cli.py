@@ -59,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def process_files(files: list[str], out: str, registry, *, quiet: bool = False) -> int:
     from pipeline import keys
+    from pipeline.imaging import PluginFailure
     from pipeline.outputs import outputs_for_original
     from pipeline.storage import LocalDirectory
 
     storage = LocalDirectory(out)
     status = 0
-    for file in files:
+    for file, path in source_paths(files).items():
         started = time.perf_counter()
         try:
             with open(file, "rb") as handle:
@@ -75,7 +76,12 @@ def process_files(files: list[str], out: str, registry, *, quiet: bool = False) 
             continue
         # S3's ETag of a single-part upload is the MD5 of its bytes: the manifest records the same.
         etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        outputs = outputs_for_original(keys.original_key(os.path.basename(file)), data, etag, registry)
+        try:
+            outputs = outputs_for_original(keys.original_key(path), data, etag, registry)
+        except PluginFailure as failure:  # the file is fine, a plugin is not: nothing is written for it
+            print(f"{file}: {failure}", file=sys.stderr)
+            status = 1
+            continue
         for obj in outputs.objects:
             storage.put(obj)
         if outputs.failed:
@@ -84,6 +90,22 @@ def process_files(files: list[str], out: str, registry, *, quiet: bool = False) 
         elif not quiet:
             print_table(file, outputs, time.perf_counter() - started)
     return status
+
+
+def source_paths(files: list[str]) -> dict[str, str]:
+    """Each file's `<path>` in the key scheme: its path below the folder all the files share, so
+    that `a/photo.jpg` and `b/photo.jpg` stay apart (and one file given twice is rendered once)."""
+    absolute = {file: os.path.abspath(file) for file in files}
+    unique = sorted(set(absolute.values()))
+    if not unique:
+        return {}
+    common = os.path.dirname(unique[0]) if len(unique) == 1 else os.path.commonpath(unique)
+    paths, seen = {}, set()
+    for file, full in absolute.items():
+        if full not in seen:
+            seen.add(full)
+            paths[file] = os.path.relpath(full, common).replace(os.sep, "/")
+    return paths
 
 
 def print_table(file: str, outputs, seconds: float) -> None:

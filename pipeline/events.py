@@ -2,47 +2,69 @@
 
 One SNS record carries one S3 message, which may carry several S3 records. Keys arrive
 URL-encoded (spaces as '+', unicode percent-encoded) and are decoded with `unquote_plus`.
-`s3:TestEvent` messages and keys outside `uploads/images/original/` are ignored.
+`s3:TestEvent` messages are skipped. Only records for the uploads bucket under
+`uploads/images/original/` are accepted: anything else (another bucket, a forged record, a key
+outside the prefix) is returned as dropped, with the reason, for the handler to log.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote_plus
 
 from pipeline import keys
 
 
-@dataclass(frozen=True)
-class ObjectChange:
+class ObjectChange(NamedTuple):
     kind: Literal["created", "removed"]
-    event_name: str  # e.g. "ObjectCreated:Put"
+    event_name: str  # e.g. "ObjectCreated:Put", "ObjectRemoved:DeleteMarkerCreated"
     bucket: str
     key: str  # decoded
     size: int | None = None  # created only
     etag: str | None = None  # created only, without quotes
-    sequencer: str | None = None
+    sequencer: str | None = None  # orders the events of one key: a later event has a greater one
+    version_id: str | None = None  # the version created, or the version (or delete marker) removed
+
+
+class Intake(NamedTuple):
+    accepted: list[ObjectChange]
+    dropped: list[tuple[str, str, str]]  # (bucket, key, reason)
 
 
 class MalformedEvent(ValueError):
     """A record is not an S3 notification in SNS; retrying cannot fix it."""
 
 
-def object_changes(event: dict[str, Any]) -> Iterator[ObjectChange]:
-    """Every change to an original in a Lambda SNS event, in delivery order."""
+def sequencer_order(sequencer: str | None) -> tuple[int, str] | None:
+    """A sortable form of an S3 sequencer: S3 says to left-pad the shorter with zeros and compare
+    as text, which is comparing the hexadecimal numbers; None when the event has none."""
+    if not sequencer:
+        return None
+    return (len(sequencer.lstrip("0")), sequencer.lstrip("0").upper())
+
+
+def object_changes(event: dict[str, Any], uploads_bucket: str) -> Intake:
+    """Every change to an original of `uploads_bucket` in a Lambda SNS event, in delivery order."""
+    accepted, dropped = [], []
     for record in event.get("Records", []):
         try:
             message = json.loads(record["Sns"]["Message"])
         except (KeyError, TypeError, ValueError) as error:
             raise MalformedEvent(f"SNS record without a JSON S3 message: {error!r}") from None
-        if message.get("Event") == "s3:TestEvent":
+        if not isinstance(message, dict) or message.get("Event") == "s3:TestEvent":
             continue
         for s3_record in message.get("Records", []):
             change = _parse_s3_record(s3_record)
-            if change is not None and keys.is_original(change.key):
-                yield change
+            if change is None:
+                continue
+            if change.bucket != uploads_bucket:
+                dropped.append((change.bucket, change.key, f"not the uploads bucket {uploads_bucket!r}"))
+            elif not keys.is_original(change.key):
+                dropped.append((change.bucket, change.key, f"outside {keys.ORIGINAL_PREFIX!r}"))
+            else:
+                accepted.append(change)
+    return Intake(accepted, dropped)
 
 
 def _parse_s3_record(record: dict[str, Any]) -> ObjectChange | None:
@@ -53,10 +75,11 @@ def _parse_s3_record(record: dict[str, Any]) -> ObjectChange | None:
         key = unquote_plus(obj["key"])
     except (KeyError, TypeError) as error:
         raise MalformedEvent(f"S3 record without {error}") from None
+    sequencer, version_id = obj.get("sequencer"), obj.get("versionId")
     if event_name.startswith("ObjectCreated:"):
         etag = obj.get("eTag")
         return ObjectChange("created", event_name, bucket, key, obj.get("size"),
-                            etag.strip('"') if etag else None, obj.get("sequencer"))
+                            etag.strip('"') if etag else None, sequencer, version_id)
     if event_name.startswith("ObjectRemoved:"):
-        return ObjectChange("removed", event_name, bucket, key, sequencer=obj.get("sequencer"))
+        return ObjectChange("removed", event_name, bucket, key, sequencer=sequencer, version_id=version_id)
     return None

@@ -1,12 +1,17 @@
 """The Lambda entry points: parse the event, call the core through the S3 adapter, report.
 
-    pipeline.handlers.resize_handler   PROCESSED_BUCKET, PIPELINE_CONFIG
-    pipeline.handlers.backup_handler   BACKUP_BUCKET
+    pipeline.handlers.resize_handler   UPLOADS_BUCKET, PROCESSED_BUCKET, PIPELINE_CONFIG,
+                                       CDN_DISTRIBUTION_ID (optional: invalidate what changed)
+    pipeline.handlers.backup_handler   UPLOADS_BUCKET, BACKUP_BUCKET
+
+Only records for UPLOADS_BUCKET under the originals prefix are acted on; anything else (a forged
+record naming another bucket, a key outside the prefix) is logged and dropped.
 
 A permanent failure (not an image, a bomb, too big, corrupt) is logged, recorded in a failed
 manifest and returned normally: retrying cannot help. Anything else (throttling, S3 5xx,
-timeouts after the SDK's own retries) is raised once every record of the batch has had its
-turn, so Lambda's asynchronous retries and then the dead-letter queue take over.
+timeouts after the SDK's own retries, a plugin that raised: the upload is fine, the code is not)
+is raised once every record of the batch has had its turn, so Lambda's asynchronous retries and
+then the dead-letter queue take over.
 """
 
 from __future__ import annotations
@@ -58,6 +63,13 @@ def s3_client():
 
 
 @functools.cache
+def cloudfront_client():
+    import boto3
+
+    return boto3.client("cloudfront")
+
+
+@functools.cache
 def _registry():
     from pipeline.config import PipelineConfig
     from pipeline.registry import load_registry
@@ -67,7 +79,12 @@ def _registry():
 
 def _run(event: dict, function: str, work: Callable[[ObjectChange], Outcome]) -> dict:
     outcomes, errors = [], []
-    for change in object_changes(event):
+    intake = object_changes(event, os.environ["UPLOADS_BUCKET"])
+    for bucket, key, reason in intake.dropped:
+        logger.warning("dropped", extra={"function": function, "bucket": bucket, "key": key,
+                                         "outcome": "dropped", "reason": reason})
+        metrics.add_metric(name="RecordsDropped", unit=MetricUnit.Count, value=1)
+    for change in intake.accepted:
         started = time.perf_counter()
         try:
             outcome = work(change)
@@ -88,7 +105,7 @@ def _run(event: dict, function: str, work: Callable[[ObjectChange], Outcome]) ->
             metrics.add_metric(name="ImagesProcessed", unit=MetricUnit.Count, value=1)
             metrics.add_metric(name="BytesWritten", unit=MetricUnit.Bytes, value=outcome.bytes_written)
             metrics.add_metric(name="TimePerImage", unit=MetricUnit.Milliseconds, value=milliseconds)
-        else:  # failed, skipped, removed, gone
+        else:  # failed, skipped, superseded, removed, gone
             metrics.add_metric(name=f"Images{outcome.outcome.capitalize()}", unit=MetricUnit.Count, value=1)
         outcomes.append({"key": outcome.key, "outcome": outcome.outcome, "reason": outcome.reason})
     if errors:
@@ -99,17 +116,42 @@ def _run(event: dict, function: str, work: Callable[[ObjectChange], Outcome]) ->
 
 @metrics.log_metrics
 def resize_handler(event: dict, context: object = None) -> dict:
-    from pipeline.resize import resize_created, resize_removed
+    from pipeline.resize import apply_change
     from pipeline.storage import S3Store
 
     store, bucket, registry = S3Store(s3_client()), os.environ["PROCESSED_BUCKET"], _registry()
+    invalidate = _invalidator()
 
     def work(change: ObjectChange) -> Outcome:
-        if change.kind == "created":
-            return resize_created(store, change, bucket, registry)
-        return resize_removed(store, change, bucket, registry)
+        return apply_change(store, change, bucket, registry, invalidate)
 
     return _run(event, "resize", work)
+
+
+def _invalidator() -> Callable[[list[str]], None] | None:
+    """Invalidation of changed unversioned paths, when a distribution is configured.
+
+    Best effort: the stored objects' short Cache-Control already bounds how stale a copy can be,
+    so a failed invalidation is logged, never a reason to redo the record.
+    """
+    from pipeline.caching import DISTRIBUTION_ENV
+
+    distribution = os.environ.get(DISTRIBUTION_ENV)
+    if not distribution:
+        return None
+    import uuid
+
+    from pipeline.storage import CdnInvalidator
+
+    invalidator = CdnInvalidator(cloudfront_client(), distribution)
+
+    def invalidate(paths: list[str]) -> None:
+        try:
+            invalidator.invalidate(paths, reference=uuid.uuid4().hex)
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            logger.warning("invalidation failed", extra={"function": "resize", "paths": paths, "reason": repr(error)})
+
+    return invalidate
 
 
 @metrics.log_metrics

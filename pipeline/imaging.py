@@ -172,8 +172,12 @@ def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[Image.
     return image, orientation if orientation in UPRIGHT else 1
 
 
-def render(data: bytes, registry: "Registry") -> Rendering:
-    """Every variation of one upload, encoded. Raises RejectedImage for an unusable upload."""
+def render(data: bytes, registry: "Registry", *, only: set[str] | None = None) -> Rendering:
+    """Every variation of one upload (or those named in `only`), encoded.
+
+    Raises RejectedImage for an unusable upload and PluginFailure for a plugin that raised or
+    broke its contract.
+    """
     config = registry.config
     image, orientation = open_source(data, max_pixels=config.max_pixels, max_bytes=config.max_bytes)
     image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
@@ -181,10 +185,11 @@ def render(data: bytes, registry: "Registry") -> Rendering:
     turned = orientation >= 5
     upright = (image.height, image.width) if turned else image.size
 
-    plans = [
-        (variation, registry.transforms[variation.transform].plan(upright, (variation.width, variation.height)))
-        for variation in registry.variations.values()
-    ]
+    wanted = [v for v in registry.variations.values() if only is None or v.name in only]
+    plans = [(variation, _plugin_call(registry, "transform", variation.transform, "plan",
+                                      registry.transforms[variation.transform].plan,
+                                      upright, (variation.width, variation.height)))
+             for variation in wanted]
     base = _decode_base(image, data, upright, orientation, max((g.scale for _, g in plans), default=1.0))
     source = SourceInfo(image_format, upright[0], upright[1], len(data))
 
@@ -197,8 +202,18 @@ def render(data: bytes, registry: "Registry") -> Rendering:
         if geometry.shows_whole(upright) and pixels is not intermediates[-1]:
             intermediates.append(pixels)
         for postprocessor in registry.postprocessors_for(variation):
-            pixels = postprocessor.apply(pixels.copy())  # intermediates must stay unmarked
-        files = [EncodedFile(encoder, encoder.encode(pixels)) for encoder in registry.renditions(variation)]
+            before = pixels
+            pixels = _plugin_call(registry, "post-processor", postprocessor.name, "apply", postprocessor.apply,
+                                  pixels.copy())  # intermediates must stay unmarked
+            _check_postprocessed(registry, postprocessor.name, before, pixels)
+        files = []
+        for encoder in registry.renditions(variation):
+            encoded = _plugin_call(registry, "encoder", encoder.format, "encode", encoder.encode, pixels)
+            if not isinstance(encoded, bytes) or not encoded:
+                what = "an empty file" if isinstance(encoded, bytes) else f"{type(encoded).__name__}, not bytes"
+                raise PluginFailure(registry.owner("encoder", encoder.format), "encode",
+                                    f"encoder {encoder.format!r} returned {what}")
+            files.append(EncodedFile(encoder, encoded))
         rendered[variation.name] = RenderedVariation(
             variation, registry.spec_hash(variation), pixels.width, pixels.height, files,
             time.perf_counter() - started,
@@ -206,8 +221,49 @@ def render(data: bytes, registry: "Registry") -> Rendering:
 
     from pipeline.placeholder import placeholder
 
-    ordered = [rendered[name] for name in registry.variations]
+    ordered = [rendered[variation.name] for variation in wanted]
     return Rendering(source, ordered, placeholder(intermediates[-1]))
+
+
+class PluginFailure(Exception):
+    """A plugin raised, or broke its contract, while rendering: the upload is fine, the code is not.
+
+    Not a verdict on the upload, so it never becomes a failed manifest: `process` reports it and
+    goes on, and in Lambda it is retried and then left in the dead-letter queue.
+    """
+
+    def __init__(self, plugin: str, hook: str, detail: str):
+        super().__init__(f"plugin {plugin!r} failed in {hook}: {detail}")
+        self.plugin, self.hook = plugin, hook
+
+
+WORKING_MODES = ("L", "LA", "RGB", "RGBA")
+
+
+def _plugin_call(registry: "Registry", kind: str, name: str, hook: str, function, *args):
+    try:
+        return function(*args)
+    except RejectedImage:
+        raise
+    except Exception as error:  # noqa: BLE001 - any plugin error becomes one line naming the plugin
+        raise PluginFailure(registry.owner(kind, name), hook, f"{type(error).__name__}: {error}") from error
+
+
+def _check_postprocessed(registry: "Registry", name: str, before: Image.Image, after: object) -> None:
+    plugin = registry.owner("post-processor", name)
+    if not isinstance(after, Image.Image):
+        raise PluginFailure(plugin, "apply", f"post-processor {name!r} returned {type(after).__name__}, not an image")
+    if after.size != before.size:
+        raise PluginFailure(plugin, "apply", f"post-processor {name!r} returned a {after.width}x{after.height} image "
+                                             f"for a {before.width}x{before.height} one")
+    if after.mode not in WORKING_MODES:
+        raise PluginFailure(plugin, "apply", f"post-processor {name!r} returned mode {after.mode!r}; "
+                                             f"expected one of {', '.join(WORKING_MODES)}")
+
+
+def judging_limits(config) -> dict[str, int]:
+    """The limits a file is judged by; a failed manifest records them, and other limits retry it."""
+    return {"max_bytes": config.max_bytes, "max_pixels": config.max_pixels}
 
 
 def _decode_base(image: Image.Image, data: bytes, upright: tuple[int, int], orientation: int,

@@ -1,13 +1,18 @@
-"""The key scheme every part relies on (see DESIGN.md, "Contracts").
+"""The key scheme every part relies on. Keys are injective: no two originals, and no two files of
+one original, share a key.
 
-    original   uploads/images/original/<path>
-    variation  uploads/images/<variation>/<path without extension>.<ext>
-    manifest   uploads/images/manifest/<path without extension>.json
+    original    uploads/images/original/<path>
+    variation   uploads/images/<variation>/<path>          the original's own path, extension and all
+    alternate   uploads/images/<variation>.<ext>/<path>    WebP/AVIF next to a variation
+    manifest    uploads/images/manifest/<path>.json
+
+`<path>` may contain folders. The content type, not the extension, says a file's format.
+Variation names are path segments without a dot and never `original` or `manifest`, so an
+alternate's folder can never be a variation's, and no variation shares a folder with the
+originals or the manifests.
 """
 
 from __future__ import annotations
-
-import posixpath
 
 IMAGES_PREFIX = "uploads/images/"
 ORIGINAL_PREFIX = IMAGES_PREFIX + "original/"
@@ -26,18 +31,14 @@ def source_path(original_key: str) -> str:
 
 
 def original_key(path: str) -> str:
-    return ORIGINAL_PREFIX + path.lstrip("/")
+    return ORIGINAL_PREFIX + path
 
 
-def _stem(path: str) -> str:
-    folder, name = posixpath.split(path)
-    stem, _ = posixpath.splitext(name)
-    return posixpath.join(folder, stem or name)
-
-
-def variation_key(variation: str, path: str, extension: str) -> str:
-    return f"{IMAGES_PREFIX}{variation}/{_stem(path)}.{extension}"
+def variation_key(variation: str, path: str, alternate: str | None = None) -> str:
+    """A variation's main file, or with `alternate` ("webp", "avif") the file beside it."""
+    folder = f"{variation}.{alternate}" if alternate else variation
+    return f"{IMAGES_PREFIX}{folder}/{path}"
 
 
 def manifest_key(path: str) -> str:
-    return f"{MANIFEST_PREFIX}{_stem(path)}.json"
+    return f"{MANIFEST_PREFIX}{path}.json"

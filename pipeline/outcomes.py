@@ -8,6 +8,8 @@ from dataclasses import dataclass
 @dataclass
 class Outcome:
     key: str
-    outcome: str  # "processed", "failed" (permanent), "skipped" (already done), "gone", "removed"
+    # "processed", "failed" (permanent), "skipped" (already done), "superseded" (a later event was
+    # applied first), "gone" (nothing left to copy), "removed"
+    outcome: str
     reason: str | None = None
     bytes_written: int = 0

@@ -2,23 +2,30 @@
 
 Pure: no AWS and no files. The Lambda handler, `python -m pipeline process`, the backfill and
 the local stack all call `outputs_for_original` and hand the result to their storage adapter.
+
+The manifest is what an app reads. Its `status` is "ready" (every listed variation exists and
+holds pixels of the version in `source`), "failed" (the upload can never be rendered under the
+`limits` recorded; other limits get it processed again) or "deleted" (the original was removed;
+this tombstone keeps a late event from bringing the variations back). Each variation entry has a
+`url` whose `v` changes whenever its bytes can change (source ETag and spec hash), so the URLs in
+the manifest may be cached for a year while the unversioned URL rule stays short-lived.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from pipeline import keys
-from pipeline.imaging import RejectedImage, Rendering, render
+from pipeline.caching import MANIFEST_CACHE, TOMBSTONE_TAG, VARIATION_CACHE, VERSION_PARAMETER
+from pipeline.imaging import RejectedImage, Rendering, judging_limits, render
 from pipeline.registry import Registry
 
-MANIFEST_VERSION = 1
-# Variations never change under their key for a given source and spec (both are in the
-# object's metadata), so browsers and the CDN may keep them for a year.
-IMMUTABLE = "public, max-age=31536000, immutable"
-# The manifest says "ready" or "failed"; it must be re-read when an original is replaced.
-MANIFEST_CACHE = "public, max-age=60"
+MANIFEST_VERSION = 2
+STATUSES = ("ready", "failed", "deleted")
 
 
 class OutputObject(NamedTuple):
@@ -27,6 +34,16 @@ class OutputObject(NamedTuple):
     content_type: str
     cache_control: str
     metadata: dict[str, str]
+    tagging: str = ""  # S3 object tags, URL-encoded ("key=value")
+
+
+class SourceRef(NamedTuple):
+    """Which original, and which version of it, the outputs describe."""
+
+    key: str
+    etag: str
+    version_id: str | None = None
+    sequencer: str | None = None  # the greatest S3 sequencer of the events applied so far
 
 
 class Outputs(NamedTuple):
@@ -40,57 +57,114 @@ class Outputs(NamedTuple):
         return self.reason is not None
 
 
-def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Registry) -> Outputs:
-    """Every object the resize path writes for one original; a rejected source gets its manifest."""
-    path = keys.source_path(original_key)
-    try:
-        rendering = render(data, registry)
-    except RejectedImage as rejection:
-        return failed_outputs(original_key, etag, len(data), rejection.reason)
+def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Registry, *,
+                         version_id: str | None = None, sequencer: str | None = None,
+                         only: set[str] | None = None, previous: dict[str, Any] | None = None) -> Outputs:
+    """Every object the resize path writes for one original; a rejected source gets its manifest.
 
-    source = {**_source(original_key, etag, len(data)), "format": rendering.source.format,
-              "width": rendering.source.width, "height": rendering.source.height}
+    With `only`, just those variations are rendered and put; the others keep their entries from
+    `previous` (a manifest of the same source bytes), so adding one variation puts one object.
+    """
+    source = SourceRef(original_key, etag, version_id, sequencer)
+    path = keys.source_path(original_key)
+    if only is not None and not only and previous:  # same bytes, nothing to render: a new version or fewer variations
+        manifest = {**previous, "source": {**previous["source"], **_source(source, len(data))},
+                    "variations": {n: e for n, e in previous["variations"].items() if n in registry.variations}}
+        return Outputs([manifest_object(path, manifest)], manifest, None, None)
+    try:
+        rendering = render(data, registry, only=only)
+    except RejectedImage as rejection:
+        return failed_outputs(source, len(data), rejection.reason, registry)
+
     objects: list[OutputObject] = []
-    variations: dict[str, Any] = {}
-    metadata = {"source-etag": etag}
+    variations: dict[str, Any] = dict(previous["variations"]) if only is not None and previous else {}
     for rendered in rendering.variations:
+        name, spec_hash = rendered.variation.name, rendered.spec_hash
+        version = url_version(etag, spec_hash)
         entries = []
-        for file in rendered.files:
-            key = keys.variation_key(rendered.variation.name, path, file.encoder.extension)
-            objects.append(OutputObject(key, file.data, file.encoder.content_type, IMMUTABLE,
-                                        {**metadata, "spec-hash": rendered.spec_hash}))
-            entries.append({"key": key, "bytes": len(file.data), "content_type": file.encoder.content_type})
+        for index, file in enumerate(rendered.files):
+            key = keys.variation_key(name, path, None if index == 0 else file.encoder.extension)
+            objects.append(OutputObject(key, file.data, file.encoder.content_type, VARIATION_CACHE,
+                                        {"source-etag": etag, "spec-hash": spec_hash}))
+            entries.append({"key": key, "url": versioned_url(key, version), "bytes": len(file.data),
+                            "content_type": file.encoder.content_type})
         main, alternates = entries[0], entries[1:]
-        variations[rendered.variation.name] = {
-            **main, "width": rendered.width, "height": rendered.height,
-            "spec_hash": rendered.spec_hash, "alternates": alternates,
-        }
-    manifest = {"manifest_version": MANIFEST_VERSION, "status": "ready", "source": source,
-                "placeholder": rendering.placeholder, "variations": variations}
-    objects.append(_manifest_object(path, manifest, etag))
+        variations[name] = {**main, "width": rendered.width, "height": rendered.height,
+                            "spec_hash": spec_hash, "alternates": alternates}
+    info = rendering.source
+    placeholder = previous.get("placeholder") if only is not None and previous else None
+    manifest = {
+        "manifest_version": MANIFEST_VERSION, "status": "ready",
+        "source": {**_source(source, len(data)), "format": info.format, "width": info.width, "height": info.height},
+        "placeholder": placeholder or rendering.placeholder,
+        "variations": {name: variations[name] for name in registry.variations if name in variations},
+    }
+    objects.append(manifest_object(path, manifest))
     return Outputs(objects, manifest, rendering, None)
 
 
-def failed_outputs(original_key: str, etag: str, size: int, reason: str) -> Outputs:
+def failed_outputs(source: SourceRef, size: int, reason: str, registry: Registry) -> Outputs:
     """Only the manifest that says why the source was rejected: an app waiting can stop waiting."""
-    manifest = {"manifest_version": MANIFEST_VERSION, "status": "failed",
-                "source": _source(original_key, etag, size), "reason": reason, "variations": {}}
-    return Outputs([_manifest_object(keys.source_path(original_key), manifest, etag)], manifest, None, reason)
+    manifest = {"manifest_version": MANIFEST_VERSION, "status": "failed", "source": _source(source, size),
+                "reason": reason, "limits": judging_limits(registry.config), "variations": {}}
+    return Outputs([manifest_object(keys.source_path(source.key), manifest)], manifest, None, reason)
 
 
-def _source(original_key: str, etag: str, size: int) -> dict[str, Any]:
-    return {"key": original_key, "etag": etag, "bytes": size}
+def tombstone_outputs(original_key: str, sequencer: str | None) -> Outputs:
+    """The manifest a removed original leaves: no variations, and a record that it is gone."""
+    manifest = {"manifest_version": MANIFEST_VERSION, "status": "deleted",
+                "source": {"key": original_key, "sequencer": sequencer}, "variations": {}}
+    return Outputs([manifest_object(keys.source_path(original_key), manifest)], manifest, None, None)
 
 
-def manifest_keys(manifest: dict[str, Any]) -> list[str]:
+def _source(source: SourceRef, size: int) -> dict[str, Any]:
+    return {"key": source.key, "etag": source.etag, "version_id": source.version_id, "bytes": size,
+            "sequencer": source.sequencer}
+
+
+def url_version(etag: str, spec_hash: str) -> str:
+    """The `v` of a variation's URL: it changes whenever the variation's bytes can change."""
+    return hashlib.sha256(f"{etag}/{spec_hash}".encode()).hexdigest()[:12]
+
+
+def versioned_url(key: str, version: str) -> str:
+    """The CDN path of a key with its version, relative to the CDN's origin."""
+    return f"/{quote(key, safe='/')}?{VERSION_PARAMETER}={version}"
+
+
+def listed_keys(manifest: dict[str, Any] | None) -> list[str]:
     """Every object key a manifest lists (main files and alternates)."""
     listed = []
-    for entry in manifest.get("variations", {}).values():
+    for entry in (manifest or {}).get("variations", {}).values():
         listed.append(entry["key"])
         listed.extend(alternate["key"] for alternate in entry.get("alternates", []))
     return listed
 
 
-def _manifest_object(path: str, manifest: dict[str, Any], etag: str) -> OutputObject:
-    body = json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n"
-    return OutputObject(keys.manifest_key(path), body, "application/json", MANIFEST_CACHE, {"source-etag": etag})
+def parse_manifest(body: bytes) -> dict[str, Any] | None:
+    """A stored manifest, or None when it is not one this version can trust (then it is rewritten)."""
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
+        return None
+    source, variations = manifest.get("source"), manifest.get("variations")
+    if manifest.get("status") not in STATUSES or not isinstance(source, dict) or not isinstance(variations, dict):
+        return None
+    if not isinstance(source.get("key"), str) or not isinstance(source.get("sequencer"), (str, type(None))):
+        return None
+    for entry in variations.values():
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
+                and isinstance(entry.get("spec_hash"), str) and isinstance(entry.get("alternates", []), list)
+                and all(isinstance(a, dict) and isinstance(a.get("key"), str) for a in entry.get("alternates", []))):
+            return None
+    return manifest
+
+
+def manifest_object(path: str, manifest: dict[str, Any]) -> OutputObject:
+    # A fresh write_id makes every manifest write a new ETag, so a conditional write can tell
+    # "unchanged since I read it" from "rewritten with the same content meanwhile".
+    body = json.dumps({**manifest, "write_id": secrets.token_hex(8)}, indent=2).encode() + b"\n"
+    tagging = f"{TOMBSTONE_TAG[0]}={TOMBSTONE_TAG[1]}" if manifest["status"] == "deleted" else ""
+    return OutputObject(keys.manifest_key(path), body, "application/json", MANIFEST_CACHE, {}, tagging)

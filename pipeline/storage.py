@@ -1,13 +1,16 @@
-"""Storage adapters: where the objects of `pipeline.outputs` are written.
+"""Storage adapters: where the objects of `pipeline.outputs` are read and written.
 
 `LocalDirectory` serves `python -m pipeline process`: each object becomes a file at its key.
+`S3Store` is every S3 call the functions make, one method per call, given a boto3 client and
+never making one, so that tests can run another event between any two of them.
 """
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
-from pipeline.outputs import OutputObject
+from pipeline.outputs import OutputObject, parse_manifest
 
 
 class LocalDirectory:
@@ -24,47 +27,84 @@ class LocalDirectory:
         return target
 
 
-class Gone(Exception):
-    """The object is no longer there (deleted after the event was sent)."""
+class Original(NamedTuple):
+    key: str
+    etag: str  # without quotes
+    version_id: str | None
+    size: int
+    body: bytes | None  # None when the size is over the limit: refused without downloading it
+
+
+class StoredManifest(NamedTuple):
+    manifest: dict | None  # None when absent or not a manifest this version trusts
+    etag: str | None  # of the stored object, trusted or not; None when there is none
+
+
+class Conflict(Exception):
+    """A conditional write found the object changed since it was read: someone else wrote it."""
+
+
+_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchVersion")
+_CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+def _code(error) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 class S3Store:
-    """The S3 calls the functions make, and nothing else; given a boto3 client, never making one."""
-
     def __init__(self, client):
         self.client = client
 
-    def head(self, bucket: str, key: str) -> dict | None:
-        try:
-            return self.client.head_object(Bucket=bucket, Key=key)
-        except self.client.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
-
-    def get(self, bucket: str, key: str) -> tuple[bytes, str]:
-        """The object's bytes and ETag (without quotes)."""
+    def get_original(self, bucket: str, key: str, max_bytes: int) -> Original | None:
+        """The current version of an original, or None when it is gone (deleted, or a delete marker)."""
         try:
             response = self.client.get_object(Bucket=bucket, Key=key)
-        except self.client.exceptions.NoSuchKey:
-            raise Gone(f"s3://{bucket}/{key}") from None
-        return response["Body"].read(), response["ETag"].strip('"')
+        except self.client.exceptions.ClientError as error:
+            if _code(error) in _MISSING:
+                return None
+            raise
+        size = response["ContentLength"]
+        if size > max_bytes:
+            response["Body"].close()
+            body = None
+        else:
+            body = response["Body"].read()
+        return Original(key, response["ETag"].strip('"'), response.get("VersionId"), size, body)
 
-    def read_json(self, bucket: str, key: str) -> dict | None:
-        import json
-
+    def read_manifest(self, bucket: str, key: str) -> StoredManifest:
         try:
-            data, _ = self.get(bucket, key)
-        except Gone:
-            return None
-        try:
-            return json.loads(data)
-        except ValueError:
-            return None  # a broken manifest is rewritten, not trusted
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except self.client.exceptions.ClientError as error:
+            if _code(error) in _MISSING:
+                return StoredManifest(None, None)
+            raise
+        return StoredManifest(parse_manifest(response["Body"].read()), response["ETag"].strip('"'))
 
     def put(self, bucket: str, obj: OutputObject) -> None:
-        self.client.put_object(Bucket=bucket, Key=obj.key, Body=obj.body, ContentType=obj.content_type,
-                               CacheControl=obj.cache_control, Metadata=obj.metadata)
+        self.client.put_object(**self._put_arguments(bucket, obj))
+
+    def put_manifest(self, bucket: str, obj: OutputObject, *, replacing: str | None) -> None:
+        """Write a manifest only over the one read (ETag `replacing`), or only where none was.
+
+        Raises Conflict when another writer got there first.
+        """
+        condition = {"IfMatch": f'"{replacing}"'} if replacing else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(**self._put_arguments(bucket, obj), **condition)
+        except self.client.exceptions.ClientError as error:
+            # If-Match on an object deleted meanwhile answers 404: that is a conflict too.
+            if _code(error) in _CONFLICT or (replacing and _code(error) in _MISSING):
+                raise Conflict(f"s3://{bucket}/{obj.key} changed since it was read") from None
+            raise
+
+    @staticmethod
+    def _put_arguments(bucket: str, obj: OutputObject) -> dict:
+        arguments = {"Bucket": bucket, "Key": obj.key, "Body": obj.body, "ContentType": obj.content_type,
+                     "CacheControl": obj.cache_control, "Metadata": obj.metadata}
+        if obj.tagging:
+            arguments["Tagging"] = obj.tagging
+        return arguments
 
     def delete(self, bucket: str, keys: list[str]) -> None:
         unique = sorted(set(keys))
@@ -76,11 +116,52 @@ class S3Store:
                 first = response["Errors"][0]
                 raise RuntimeError(f"deleting s3://{bucket}/{first['Key']} failed: {first['Code']} {first['Message']}")
 
-    def copy(self, source_bucket: str, key: str, target_bucket: str, *, if_match: str,
-             content_type: str, metadata: dict[str, str], headers: dict[str, str]) -> None:
-        """Server-side copy (no download), of exactly the version whose ETag is `if_match`."""
-        self.client.copy(
-            {"Bucket": source_bucket, "Key": key}, target_bucket, key,
-            ExtraArgs={"CopySourceIfMatch": f'"{if_match}"', "MetadataDirective": "REPLACE",
-                       "ContentType": content_type, "Metadata": metadata, **headers},
-        )
+    def backed_up_versions(self, bucket: str, key: str) -> set[str]:
+        """The uploads-bucket version ids that the backup bucket holds copies of, for one key."""
+        found = set()
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=bucket, Prefix=key):
+            for version in page.get("Versions", []):
+                if version["Key"] != key:
+                    continue
+                head = self.client.head_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+                source = head.get("Metadata", {}).get("source-version-id")
+                if source:
+                    found.add(source)
+        return found
+
+    def copy_version(self, source_bucket: str, key: str, version_id: str | None, target_bucket: str) -> dict | None:
+        """Server-side copy of exactly one version (or the current one when the bucket has none),
+        keeping its headers and metadata and recording which version it is. None when that version
+        no longer exists."""
+        source = {"Bucket": source_bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+        try:
+            head = self.client.head_object(**source)
+        except self.client.exceptions.ClientError as error:
+            if _code(error) in _MISSING or _code(error) == "405":  # 405: the version is a delete marker
+                return None
+            raise
+        metadata = {**head.get("Metadata", {}), "source-version-id": head.get("VersionId") or "null",
+                    "source-etag": head["ETag"].strip('"')}
+        kept = {h: head[h] for h in ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage")
+                if head.get(h)}
+        # CopyObject takes up to 5 GB in one request, far above any original's size limit, and
+        # keeps a single-part object's ETag; the managed multipart copy would not.
+        self.client.copy_object(CopySource=source, Bucket=target_bucket, Key=key, MetadataDirective="REPLACE",
+                                ContentType=head.get("ContentType", "application/octet-stream"),
+                                Metadata=metadata, **kept)
+        return head
+
+
+class CdnInvalidator:
+    """Asks CloudFront to forget unversioned paths that changed; one request per batch of paths."""
+
+    def __init__(self, client, distribution_id: str):
+        self.client, self.distribution_id = client, distribution_id
+
+    def invalidate(self, paths: list[str], reference: str) -> None:
+        from urllib.parse import quote
+
+        items = sorted({"/" + quote(p, safe="/") for p in paths})
+        self.client.create_invalidation(DistributionId=self.distribution_id, InvalidationBatch={
+            "Paths": {"Quantity": len(items), "Items": items}, "CallerReference": reference})

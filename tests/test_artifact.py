@@ -89,7 +89,8 @@ def test_x86_64_artifact_runs_both_handlers_from_a_bare_python312(tmp_path, boto
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
            "PYTHONPATH": os.pathsep.join([str(task), str(opt / "python"), str(boto3_only)]),
            "AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": REGION, "PROCESSED_BUCKET": PROCESSED, "BACKUP_BUCKET": BACKUP}
+           "AWS_DEFAULT_REGION": REGION, "UPLOADS_BUCKET": UPLOADS, "PROCESSED_BUCKET": PROCESSED,
+           "BACKUP_BUCKET": BACKUP}
     run = subprocess.run([python, "-s", "-c", script], input=json.dumps(event),
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -99,7 +100,7 @@ def test_x86_64_artifact_runs_both_handlers_from_a_bare_python312(tmp_path, boto
     listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=PROCESSED)["Contents"])
     assert listed == sorted([f"uploads/images/{n}/from lambda.jpg" for n in
                              ("large", "medium", "small", "xsmall", "square_medium", "square_small")]
-                            + ["uploads/images/manifest/from lambda.json"])
+                            + ["uploads/images/manifest/from lambda.jpg.json"])
     assert s3.head_object(Bucket=BACKUP, Key=key)["ETag"].strip('"') == etag
 
 

@@ -7,39 +7,79 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.events import MalformedEvent, ObjectChange, object_changes
+from pipeline.events import MalformedEvent, ObjectChange, object_changes, sequencer_order
 
 EVENTS = Path(__file__).parent / "events"
+BUCKET = "photos-uploads-dev"
 
 
 def load(name: str) -> dict:
     return json.loads((EVENTS / name).read_text())
 
 
-def test_a_put_is_a_created_change_with_its_key_decoded():
-    assert list(object_changes(load("sns_s3_put.json"))) == [ObjectChange(
-        "created", "ObjectCreated:Put", "photos-uploads-dev",
+def wrap(*records) -> dict:
+    return {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps({"Records": list(records)})}}]}
+
+
+def test_a_put_is_a_created_change_with_its_key_decoded_version_and_sequencer():
+    assert object_changes(load("sns_s3_put.json"), BUCKET).accepted == [ObjectChange(
+        "created", "ObjectCreated:Put", BUCKET,
         "uploads/images/original/2026/summer trip/IMG 0042 \u2013 caf\u00e9+1.jpg",
-        3145728, "d41d8cd98f00b204e9800998ecf8427e", "0062D1A0B3C4D5E6F7")]
+        3145728, "d41d8cd98f00b204e9800998ecf8427e", "0062D1A0B3C4D5E6F7", "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY")]
 
 
 def test_a_delete_is_a_removed_change():
-    (change,) = object_changes(load("sns_s3_delete.json"))
+    (change,) = object_changes(load("sns_s3_delete.json"), BUCKET).accepted
     assert change.kind == "removed" and change.key.endswith("IMG 0042 \u2013 caf\u00e9+1.jpg")
+    assert change.sequencer == "0062D1A0B3C4D5E6F7" and change.size is None
 
 
 def test_s3_test_events_are_ignored():
-    assert list(object_changes(load("sns_s3_test_event.json"))) == []
+    assert object_changes(load("sns_s3_test_event.json"), BUCKET) == ([], [])
 
 
 def test_a_batch_keeps_originals_and_drops_other_keys_and_events():
-    changes = list(object_changes(load("sns_s3_batch.json")))
-    assert [(c.kind, c.key, c.etag) for c in changes] == [
+    intake = object_changes(load("sns_s3_batch.json"), BUCKET)
+    assert [(c.kind, c.key, c.etag) for c in intake.accepted] == [
         ("created", "uploads/images/original/a.jpg", "9b2cf535f27731c974343645a3985328-2"),
         ("removed", "uploads/images/original/b.png", None),
     ]
+    assert intake.dropped == [(BUCKET, "uploads/images/large/a.jpg", "outside 'uploads/images/original/'")]
 
 
-def test_a_record_without_an_s3_message_is_malformed():
+def test_a_record_for_another_bucket_is_dropped_with_the_reason():
+    record = {"eventName": "ObjectRemoved:Delete",
+              "s3": {"bucket": {"name": "photos-processed"}, "object": {"key": "uploads/images/original/a.jpg"}}}
+    intake = object_changes(wrap(record), BUCKET)
+    assert intake.accepted == []
+    assert intake.dropped == [("photos-processed", "uploads/images/original/a.jpg",
+                               "not the uploads bucket 'photos-uploads-dev'")]
+
+
+def test_other_event_kinds_are_skipped():
+    record = {"eventName": "ObjectTagging:Put", "s3": {"bucket": {"name": BUCKET}, "object": {"key": "uploads/images/original/a.jpg"}}}
+    assert object_changes(wrap(record), BUCKET) == ([], [])
+
+
+@pytest.mark.parametrize("event", [
+    {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "not json"}}]},
+    {"Records": [{"EventSource": "aws:sns"}]},
+    wrap({"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": BUCKET}}}),
+    wrap({"s3": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}}),
+])
+def test_a_record_without_an_s3_message_is_malformed(event):
     with pytest.raises(MalformedEvent):
-        list(object_changes({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "not json"}}]}))
+        object_changes(event, BUCKET)
+
+
+@pytest.mark.parametrize("earlier, later", [
+    ("0062D1A0B3C4D5E6F7", "0062D1A0B3C4D5E6F8"),
+    ("62D1A0B3C4D5E6F7", "0062D1A0B3C4D5E6F8"),  # S3: left-pad the shorter with zeros, then compare
+    ("0A", "0b"),
+    ("FF", "0100"),
+    ("0", "1"),
+])
+def test_sequencers_compare_as_s3_says(earlier, later):
+    assert sequencer_order(earlier) < sequencer_order(later)
+    assert sequencer_order("00FF") == sequencer_order("ff")
+    assert sequencer_order(None) is None

@@ -11,6 +11,7 @@ from PIL import Image
 
 from aws import BACKUP, PROCESSED, UPLOADS, Stack
 from pipeline import handlers, samples
+from pipeline.caching import VARIATION_CACHE
 
 DEFAULTS = ["large", "medium", "small", "xsmall", "square_medium", "square_small"]
 
@@ -20,6 +21,7 @@ def stack(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("UPLOADS_BUCKET", UPLOADS)
     monkeypatch.setenv("PROCESSED_BUCKET", PROCESSED)
     monkeypatch.setenv("BACKUP_BUCKET", BACKUP)
     monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
@@ -43,33 +45,73 @@ def deliver(stack) -> list[dict]:
     return results
 
 
+def head_etag(stack, bucket, key):
+    return stack.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+
+
+def variation_keys(path: str) -> list[str]:
+    return [f"uploads/images/{n}/{path}" for n in DEFAULTS]
+
+
 def test_an_upload_yields_variations_manifest_and_backup(stack):
     key = "uploads/images/original/photo.jpg"
-    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(), ContentType="image/jpeg",
-                        Metadata={"uploaded-by": "user-42"})
+    version = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(), ContentType="image/jpeg",
+                                  Metadata={"uploaded-by": "user-42"})["VersionId"]
     deliver(stack)
+    manifest = stack.manifest("photo.jpg")
+    assert manifest["status"] == "ready" and set(manifest["variations"]) == set(DEFAULTS)
+    assert manifest["source"]["version_id"] == version and manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
     for name in DEFAULTS:
         head = stack.s3.head_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/photo.jpg")
         assert head["ContentType"] == "image/jpeg"
-        assert head["CacheControl"] == "public, max-age=31536000, immutable"
-        assert head["Metadata"]["source-etag"] == stack.s3.head_object(Bucket=UPLOADS, Key=key)["ETag"].strip('"')
-        assert len(head["Metadata"]["spec-hash"]) == 16
-    manifest = json.loads(stack.s3.get_object(Bucket=PROCESSED, Key="uploads/images/manifest/photo.json")["Body"].read())
-    assert manifest["status"] == "ready" and set(manifest["variations"]) == set(DEFAULTS)
+        assert head["CacheControl"] == VARIATION_CACHE, "unversioned URLs must never be kept for long"
+        assert head["Metadata"]["source-etag"] == manifest["source"]["etag"]
+        entry = manifest["variations"][name]
+        assert entry["key"] == f"uploads/images/{name}/photo.jpg"
+        assert entry["url"].startswith(f"/uploads/images/{name}/photo.jpg?v=") and len(entry["url"].split("=")[1]) == 12
     backup = stack.s3.head_object(Bucket=BACKUP, Key=key)
     assert backup["ContentType"] == "image/jpeg" and backup["Metadata"]["uploaded-by"] == "user-42"
+    assert backup["Metadata"]["source-version-id"] == version
     assert stack.keys(UPLOADS) == [key], "nothing may be written into the bucket that triggers the functions"
 
 
 @pytest.mark.parametrize("path", ["summer trip/IMG 0042.jpg", "a+b/c+d.jpg", "2026/caf\u00e9/\u5199\u771f \u2013 1.jpg",
-                                  "deep/er/and/deeper/photo.jpg"])
+                                  "deep/er/and/deeper/photo.jpg", "no-extension", "archive.tar.gz"])
 def test_awkward_keys_round_trip(stack, path):
     stack.s3.put_object(Bucket=UPLOADS, Key=f"uploads/images/original/{path}", Body=photo(400, 300))
     deliver(stack)
-    stem = path.rsplit(".", 1)[0]
-    assert stack.keys(PROCESSED) == sorted([f"uploads/images/{n}/{stem}.jpg" for n in DEFAULTS]
-                                           + [f"uploads/images/manifest/{stem}.json"])
+    assert stack.keys(PROCESSED) == sorted(variation_keys(path) + [f"uploads/images/manifest/{path}.json"])
     assert stack.keys(BACKUP) == [f"uploads/images/original/{path}"]
+    from urllib.parse import unquote
+
+    manifest = stack.manifest(path)
+    assert unquote(manifest["variations"]["small"]["url"].split("?")[0]) == f"/uploads/images/small/{path}"
+
+
+def test_photo_jpg_and_photo_png_in_one_folder_keep_their_own_variations(stack):
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/2026/photo.jpg", Body=photo(800, 600))
+    png = io.BytesIO()
+    samples.photo(300, 600, grain=0).save(png, "PNG")
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/2026/photo.png", Body=png.getvalue())
+    deliver(stack)
+    jpeg_state = {k: v for k, v in stack.state(PROCESSED).items() if "photo.jpg" in k}
+    assert len(jpeg_state) == 7 and stack.manifest("2026/photo.png")["variations"]["large"]["width"] == 300
+    stack.s3.delete_object(Bucket=UPLOADS, Key="uploads/images/original/2026/photo.png")
+    deliver(stack)
+    assert {k: v for k, v in stack.state(PROCESSED).items() if "photo.jpg" in k} == jpeg_state
+    assert stack.manifest("2026/photo.jpg")["status"] == "ready"
+    assert stack.manifest("2026/photo.png")["status"] == "deleted"
+    assert not [k for k in stack.keys(PROCESSED) if k.endswith("photo.png") and "/manifest/" not in k]
+
+
+def test_an_iphone_sidecar_next_to_the_photo_fails_alone(stack):
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/IMG_0042.JPG", Body=photo(800, 600))
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/IMG_0042.AAE",
+                        Body=b'<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict/></plist>\n')
+    deliver(stack)
+    assert stack.manifest("IMG_0042.JPG")["status"] == "ready"
+    sidecar = stack.manifest("IMG_0042.AAE")
+    assert sidecar["status"] == "failed" and "not an image" in sidecar["reason"]
 
 
 def test_a_second_delivery_changes_nothing(stack):
@@ -85,11 +127,11 @@ def test_a_second_delivery_changes_nothing(stack):
     assert len(stack.s3.list_object_versions(Bucket=BACKUP)["Versions"]) == len(versions) == 1
 
 
-def test_a_replaced_original_replaces_its_variations(stack):
+def test_a_replaced_original_replaces_its_variations_and_their_versioned_urls(stack):
     key = "uploads/images/original/photo.jpg"
     stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(1600, 1200, seed=1))
     deliver(stack)
-    before = stack.state(PROCESSED)
+    before, urls = stack.state(PROCESSED), stack.manifest("photo.jpg")["variations"]
     stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(1200, 1600, seed=2))  # now a portrait
     deliver(stack)
     after = stack.state(PROCESSED)
@@ -97,9 +139,25 @@ def test_a_replaced_original_replaces_its_variations(stack):
     assert all(after[k][0] != before[k][0] for k in after), "every variation and the manifest changed"
     large = Image.open(io.BytesIO(stack.s3.get_object(Bucket=PROCESSED, Key="uploads/images/large/photo.jpg")["Body"].read()))
     assert large.size == (1200, 1600)
-    manifest = json.loads(stack.s3.get_object(Bucket=PROCESSED, Key="uploads/images/manifest/photo.json")["Body"].read())
-    assert manifest["source"]["etag"] == stack.s3.head_object(Bucket=UPLOADS, Key=key)["ETag"].strip('"')
-    assert len(stack.s3.list_object_versions(Bucket=BACKUP)["Versions"]) == 2, "both versions are backed up"
+    manifest = stack.manifest("photo.jpg")
+    assert manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
+    assert all(manifest["variations"][n]["url"] != urls[n]["url"] for n in DEFAULTS), "new bytes, new URLs"
+    assert stack.backup_versions(key) == stack.upload_versions(key), "both versions are backed up"
+
+
+def test_two_quick_writes_and_a_delete_before_the_backup_ran_all_reach_the_backup(stack):
+    key = "uploads/images/original/quick.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300, seed=1))
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300, seed=2))
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    deliver(stack)
+    assert len(stack.upload_versions(key)) == 2
+    assert stack.backup_versions(key) == stack.upload_versions(key)
+    bodies = {stack.s3.get_object(Bucket=BACKUP, Key=key, VersionId=v["VersionId"])["Body"].read()
+              for v in stack.s3.list_object_versions(Bucket=BACKUP, Prefix=key)["Versions"]}
+    assert bodies == {photo(400, 300, seed=1), photo(400, 300, seed=2)}
+    assert stack.manifest("quick.jpg")["status"] == "deleted"
+    assert [k for k in stack.keys(PROCESSED) if "/manifest/" not in k] == []
 
 
 def test_a_removed_original_removes_its_variations_but_not_its_backup(stack):
@@ -109,31 +167,225 @@ def test_a_removed_original_removes_its_variations_but_not_its_backup(stack):
     deliver(stack)
     stack.s3.delete_object(Bucket=UPLOADS, Key=key)
     deliver(stack)
-    assert stack.keys(PROCESSED) == sorted([f"uploads/images/{n}/trip/other.jpg" for n in DEFAULTS]
-                                           + ["uploads/images/manifest/trip/other.json"])
+    assert stack.keys(PROCESSED) == sorted(variation_keys("trip/other.jpg") + ["uploads/images/manifest/trip/other.jpg.json",
+                                                                               "uploads/images/manifest/trip/photo.jpg.json"])
+    tombstone = stack.manifest("trip/photo.jpg")
+    assert tombstone["status"] == "deleted" and tombstone["variations"] == {}
+    tags = stack.s3.get_object_tagging(Bucket=PROCESSED, Key="uploads/images/manifest/trip/photo.jpg.json")["TagSet"]
+    assert tags == [{"Key": "image-pipeline", "Value": "tombstone"}], "the lifecycle rule expires tombstones by tag"
     assert stack.keys(BACKUP) == sorted([key, "uploads/images/original/trip/other.jpg"])
+
+
+def test_deleting_one_version_brings_back_the_previous_one(stack):
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
+    newer = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))["VersionId"]
+    deliver(stack)
+    assert stack.manifest("photo.jpg")["variations"]["large"]["width"] == 600
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key, VersionId=newer)  # the older version is current again
+    deliver(stack)
+    manifest = stack.manifest("photo.jpg")
+    assert manifest["status"] == "ready" and manifest["variations"]["large"]["width"] == 800
+    assert manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
 
 
 def test_a_text_file_named_jpg_gets_a_failed_manifest_and_a_backup_and_no_exception(stack):
     stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/notes.jpg", Body=b"shopping list: milk, eggs\n")
     ((resize, backup),) = deliver(stack)
     assert resize["results"][0]["outcome"] == "failed"
-    assert stack.keys(PROCESSED) == ["uploads/images/manifest/notes.json"]
-    manifest = json.loads(stack.s3.get_object(Bucket=PROCESSED, Key="uploads/images/manifest/notes.json")["Body"].read())
+    assert stack.keys(PROCESSED) == ["uploads/images/manifest/notes.jpg.json"]
+    manifest = stack.manifest("notes.jpg")
     assert manifest["status"] == "failed" and "not an image" in manifest["reason"]
+    assert manifest["limits"]["max_bytes"] == 50 * 2**20, "a failed manifest records the limits it was judged by"
     assert stack.keys(BACKUP) == ["uploads/images/original/notes.jpg"]
 
 
-def test_an_original_over_the_byte_limit_is_refused_before_download(stack, monkeypatch):
+def test_an_original_over_the_byte_limit_is_refused_without_downloading_it(stack, monkeypatch):
+    from botocore.response import StreamingBody
+
     monkeypatch.setenv("PIPELINE_CONFIG", json.dumps({"max_bytes": 100_000}))
     stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/big.jpg", Body=photo(2000, 1500, seed=3))
     (event,) = stack.deliveries()
-    downloads = []
-    handlers.s3_client().meta.events.register("provide-client-params.s3.GetObject",
-                                              lambda params, **kw: downloads.append(params["Key"]))
+    read = []
+    real_read = StreamingBody.read
+    monkeypatch.setattr(StreamingBody, "read", lambda self, *a, **k: read.append(real_read(self, *a, **k)) or read[-1])
     result = handlers.resize_handler(event, None)
+    monkeypatch.setattr(StreamingBody, "read", real_read)
     assert result["results"][0]["outcome"] == "failed" and "over the limit" in result["results"][0]["reason"]
-    assert "uploads/images/original/big.jpg" not in downloads
+    assert sum(map(len, read)) < 10_000, "only the (absent) manifest may be read, never the original's bytes"
+    assert stack.manifest("big.jpg")["status"] == "failed"
+
+
+def test_a_failed_manifest_is_retried_when_the_limits_change(stack, monkeypatch):
+    monkeypatch.setenv("PIPELINE_CONFIG", json.dumps({"max_bytes": 100_000}))
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/big.jpg", Body=photo(2000, 1500, seed=3))
+    (event,) = stack.deliveries()
+    handlers.resize_handler(event, None)
+    assert [r["outcome"] for r in handlers.resize_handler(event, None)["results"]] == ["skipped"], "same limits"
+    monkeypatch.setenv("PIPELINE_CONFIG", json.dumps({"max_bytes": 10_000_000}))
+    handlers._registry.cache_clear()
+    assert [r["outcome"] for r in handlers.resize_handler(event, None)["results"]] == ["processed"]
+    assert stack.manifest("big.jpg")["status"] == "ready"
+
+
+def test_a_late_created_event_for_an_older_oversize_version_leaves_the_current_one_alone(stack, monkeypatch):
+    monkeypatch.setenv("PIPELINE_CONFIG", json.dumps({"max_bytes": 500_000}))
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(2400, 1800, seed=3))  # over the limit
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    old, new = stack.deliveries()
+    handlers.resize_handler(new, None)
+    state = stack.state(PROCESSED)
+    result = handlers.resize_handler(old, None)  # arrives late, and must not raise
+    assert [r["outcome"] for r in result["results"]] == ["superseded"]
+    assert stack.state(PROCESSED) == state
+    manifest = stack.manifest("photo.jpg")
+    assert manifest["status"] == "ready" and all(k in state for k in variation_keys("photo.jpg"))
+
+
+def test_a_removal_delivered_after_a_re_upload_keeps_the_re_upload(stack):
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    deliver(stack)
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+    removed, created = stack.deliveries()
+    handlers.resize_handler(created, None)
+    state = stack.state(PROCESSED)
+    assert [r["outcome"] for r in handlers.resize_handler(removed, None)["results"]] == ["superseded"]
+    assert stack.state(PROCESSED) == state and stack.manifest("photo.jpg")["variations"]["large"]["width"] == 600
+
+
+def test_removal_and_re_upload_events_without_sequencers_still_end_right(stack):
+    """The current state decides, not the event: even unordered events converge."""
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    deliver(stack)
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+    removed, created = [json.loads(json.dumps(e).replace('\\"sequencer\\"', '\\"ignored\\"')) for e in stack.deliveries()]
+    handlers.resize_handler(created, None)
+    handlers.resize_handler(removed, None)
+    assert stack.manifest("photo.jpg")["variations"]["large"]["width"] == 600
+    assert all(k in stack.keys(PROCESSED) for k in variation_keys("photo.jpg"))
+
+
+def test_a_slow_invocation_for_version_1_cannot_leave_its_pixels_under_version_2s_manifest(stack, monkeypatch):
+    from pipeline import resize
+
+    key = "uploads/images/original/slow.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
+    (first,) = stack.deliveries()
+    render = resize.outputs_for_original
+    state = {"injected": False}
+
+    def render_then_let_version_2_finish(*args, **kwargs):
+        result = render(*args, **kwargs)
+        if not state["injected"]:  # while v1 renders, v2 is uploaded and fully processed
+            state["injected"] = True
+            stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+            (second,) = stack.deliveries()
+            handlers.resize_handler(second, None)
+        return result
+
+    monkeypatch.setattr(resize, "outputs_for_original", render_then_let_version_2_finish)
+    handlers.resize_handler(first, None)  # puts v1's pixels after v2's manifest, loses the commit, repairs
+    manifest = stack.manifest("slow.jpg")
+    assert manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
+    for name in DEFAULTS:
+        obj = stack.s3.get_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/slow.jpg")
+        assert obj["Metadata"]["source-etag"] == manifest["source"]["etag"], name
+        assert Image.open(io.BytesIO(obj["Body"].read())).size == (manifest["variations"][name]["width"],
+                                                                  manifest["variations"][name]["height"])
+
+
+def test_a_forged_record_naming_another_bucket_is_dropped_and_deletes_nothing(stack, capfd):
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/photo.jpg", Body=photo(400, 300))
+    deliver(stack)
+    state = stack.state(PROCESSED)
+    stack.s3.put_object(Bucket=PROCESSED, Key="uploads/images/original/photo.jpg", Body=b"x")  # a key to name
+    forged = {"Records": [{"eventName": "ObjectRemoved:Delete", "s3": {
+        "bucket": {"name": PROCESSED}, "object": {"key": "uploads/images/original/photo.jpg", "sequencer": "FF" * 9}}}]}
+    event = {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(forged)}}]}
+    capfd.readouterr()
+    assert handlers.resize_handler(event, None)["results"] == []
+    stack.s3.delete_object(Bucket=PROCESSED, Key="uploads/images/original/photo.jpg")
+    assert stack.state(PROCESSED) == state
+    logged = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"dropped"' in line]
+    assert logged and logged[0]["bucket"] == PROCESSED and "not the uploads bucket" in logged[0]["reason"]
+
+
+@pytest.mark.parametrize("body", [b'"just a string"', b'{"variations": []}', b'{"manifest_version": 2, "status": "ready",'
+                                  b' "source": {"key": 1}, "variations": {}}', b"not json", b'[1, 2]',
+                                  b'{"manifest_version": 2, "status": "ready", "source": {"key": "k"},'
+                                  b' "variations": {"large": {"key": 5}}}'])
+def test_a_manifest_of_the_wrong_shape_is_treated_as_missing_and_rewritten(stack, body):
+    stack.s3.put_object(Bucket=PROCESSED, Key="uploads/images/manifest/photo.jpg.json", Body=body)
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/photo.jpg", Body=photo(400, 300))
+    (event,) = stack.deliveries()
+    assert [r["outcome"] for r in handlers.resize_handler(event, None)["results"]] == ["processed"]
+    assert stack.manifest("photo.jpg")["status"] == "ready"
+    stack.s3.delete_object(Bucket=UPLOADS, Key="uploads/images/original/photo.jpg")
+    stack.s3.put_object(Bucket=PROCESSED, Key="uploads/images/manifest/photo.jpg.json", Body=body)
+    deliver(stack)  # a removal over a broken manifest still removes every derived variation
+    assert stack.keys(PROCESSED) == ["uploads/images/manifest/photo.jpg.json"]
+
+
+def test_a_plugin_that_raises_is_a_retryable_failure_not_a_failed_manifest(stack, install_plugin):
+    install_plugin("exploding_plugin", """
+        from pipeline.hookspecs import hookimpl
+        from pipeline.types import PostProcessor
+
+        def apply(image):
+            raise ZeroDivisionError("boom")
+
+        @hookimpl
+        def register_postprocessors(register):
+            register(PostProcessor("explode", apply, lambda v: v.name == "small"))
+    """)
+    handlers._registry.cache_clear()
+    from pipeline.registry import _load_cached
+
+    _load_cached.cache_clear()
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/photo.jpg", Body=photo(400, 300))
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/other.jpg", Body=b"not an image")
+    events = stack.deliveries()
+    with pytest.raises(handlers.RetryableFailure, match="plugin 'exploding_plugin' failed in apply: ZeroDivisionError"):
+        handlers.resize_handler({"Records": [r for e in events for r in e["Records"]]}, None)
+    assert stack.manifest("photo.jpg") is None, "the upload is fine: no failed manifest, Lambda retries"
+    assert stack.manifest("other.jpg")["status"] == "failed", "the other record had its turn"
+    _load_cached.cache_clear()
+
+
+def test_invalidates_the_unversioned_paths_a_replacement_changed(stack, monkeypatch):
+    import boto3
+
+    cloudfront = boto3.client("cloudfront", region_name="us-east-1")
+    distribution = cloudfront.create_distribution(DistributionConfig={
+        "CallerReference": "t", "Comment": "", "Enabled": True,
+        "Origins": {"Quantity": 1, "Items": [{"Id": "p", "DomainName": "p.s3.amazonaws.com",
+                                              "S3OriginConfig": {"OriginAccessIdentity": ""}}]},
+        "DefaultCacheBehavior": {"TargetOriginId": "p", "ViewerProtocolPolicy": "allow-all",
+                                 "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
+                                 "MinTTL": 0, "TrustedSigners": {"Enabled": False, "Quantity": 0}}})["Distribution"]["Id"]
+    monkeypatch.setenv("CDN_DISTRIBUTION_ID", distribution)
+
+    def invalidated():
+        found = []
+        for item in cloudfront.list_invalidations(DistributionId=distribution)["InvalidationList"].get("Items", []):
+            batch = cloudfront.get_invalidation(DistributionId=distribution, Id=item["Id"])["Invalidation"]
+            found.append(sorted(batch["InvalidationBatch"]["Paths"]["Items"]))
+        return found
+
+    key = "uploads/images/original/my photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    deliver(stack)
+    assert invalidated() == [], "a first upload has nothing cached to forget"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+    deliver(stack)
+    (paths,) = invalidated()
+    assert paths == sorted([f"/uploads/images/{n}/my%20photo.jpg" for n in DEFAULTS]
+                           + ["/uploads/images/manifest/my%20photo.jpg.json"]), "one batch per change"
 
 
 def test_log_lines_and_metrics_are_json_with_key_outcome_and_duration(stack, capfd):
@@ -177,40 +429,26 @@ def test_s3_throttling_on_put_makes_the_resize_handler_raise_after_the_sdk_retri
     with pytest.raises(handlers.RetryableFailure, match="photo.jpg"):
         handlers.resize_handler({"Records": [r for e in events for r in e["Records"]]}, None)
     assert len(attempts) == 4, "the SDK tries four times (standard mode) before the handler gives up"
-    assert "uploads/images/manifest/photo.json" not in stack.keys(PROCESSED)
-    assert "uploads/images/manifest/second.json" in stack.keys(PROCESSED), "one bad record never blocks the others"
+    assert "uploads/images/manifest/photo.jpg.json" not in stack.keys(PROCESSED)
+    assert "uploads/images/manifest/second.jpg.json" in stack.keys(PROCESSED), "one bad record never blocks the others"
 
 
-def test_an_original_replaced_while_rendering_is_retried_and_ends_with_the_new_one(stack, monkeypatch):
-    from pipeline import resize
-
-    key = "uploads/images/original/race.jpg"
-    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
-    (event,) = stack.deliveries()
-    render = resize.outputs_for_original
-
-    def render_then_replace(*args, **kwargs):
-        result = render(*args, **kwargs)
-        stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))  # someone uploads again
-        return result
-
-    monkeypatch.setattr(resize, "outputs_for_original", render_then_replace)
-    with pytest.raises(handlers.RetryableFailure, match="replaced while it was processed"):
-        handlers.resize_handler(event, None)
-    assert "uploads/images/manifest/race.json" not in stack.keys(PROCESSED), "no manifest for stale variations"
-    monkeypatch.setattr(resize, "outputs_for_original", render)
-    handlers.resize_handler(event, None)  # Lambda's retry
-    manifest = json.loads(stack.s3.get_object(Bucket=PROCESSED, Key="uploads/images/manifest/race.json")["Body"].read())
-    assert manifest["source"]["etag"] == stack.s3.head_object(Bucket=UPLOADS, Key=key)["ETag"].strip('"')
-    assert (manifest["variations"]["large"]["width"], manifest["variations"]["large"]["height"]) == (600, 800)
-
-
-def test_an_original_deleted_before_processing_is_not_an_error(stack):
+def test_an_original_deleted_before_processing_is_removed_and_still_backed_up(stack):
     key = "uploads/images/original/gone.jpg"
-    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))
+    version = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))["VersionId"]
     stack.s3.delete_object(Bucket=UPLOADS, Key=key)
     created, removed = stack.deliveries()
-    assert [r["outcome"] for r in handlers.resize_handler(created, None)["results"]] == ["gone"]
+    assert [r["outcome"] for r in handlers.resize_handler(created, None)["results"]] == ["removed"]
+    assert [r["outcome"] for r in handlers.backup_handler(created, None)["results"]] == ["processed"]
+    assert [r["outcome"] for r in handlers.resize_handler(removed, None)["results"]] == ["skipped"]
+    assert stack.keys(PROCESSED) == ["uploads/images/manifest/gone.jpg.json"]
+    assert stack.backup_versions(key) == {version}
+
+
+def test_a_version_deleted_for_good_before_the_backup_ran_is_gone_not_an_error(stack):
+    key = "uploads/images/original/gone.jpg"
+    version = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))["VersionId"]
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key, VersionId=version)
+    created, *_ = stack.deliveries()
     assert [r["outcome"] for r in handlers.backup_handler(created, None)["results"]] == ["gone"]
-    handlers.resize_handler(removed, None)
-    assert stack.keys(PROCESSED) == [] and stack.keys(BACKUP) == []
+    assert stack.keys(BACKUP) == []

@@ -58,7 +58,7 @@ def test_adobe_rgb_source_is_converted_to_srgb(registry):
     assert max(abs(a - b) for a, b in zip(adobe, expected)) > 15, "the test colour must differ in sRGB"
     data = encode(Image.new("RGB", (800, 600), adobe), "PNG", icc_profile=adobe_rgb_profile())
     outputs = render_outputs(data, registry, "adobe.png")
-    large = open_output(outputs, "uploads/images/large/adobe.jpg")
+    large = open_output(outputs, "uploads/images/large/adobe.png")
     assert large.mode == "RGB" and "icc_profile" not in large.info
     assert near(large.getpixel((400, 300)), expected, 4), (large.getpixel((400, 300)), expected)
 
@@ -76,7 +76,7 @@ def test_cmyk_jpeg_comes_out_as_rgb_with_the_right_colours(registry):
 def test_transparent_png_never_turns_black(registry):
     outputs = render_outputs(samples.transparent_png(1200, 900), registry, "logo.png")
     for name in DEFAULT_VARIATIONS:
-        image = open_output(outputs, f"uploads/images/{name}/logo.jpg").convert("RGB")
+        image = open_output(outputs, f"uploads/images/{name}/logo.png").convert("RGB")
         assert near(image.getpixel((2, 2)), (255, 255, 255), 3), f"{name}: transparent corner is {image.getpixel((2, 2))}"
         w, h = image.size
         assert near(image.getpixel((w // 2, h // 2)), (30, 120, 220), 12)
@@ -85,7 +85,7 @@ def test_transparent_png_never_turns_black(registry):
 def test_formats_that_keep_alpha_keep_it():
     registry = build_registry(PipelineConfig.from_dict({"plugins": {"webp": {"enabled": True}}}))
     outputs = render_outputs(samples.transparent_png(400, 300), registry, "logo.png")
-    webp = open_output(outputs, "uploads/images/small/logo.webp")
+    webp = open_output(outputs, "uploads/images/small.webp/logo.png")
     assert webp.mode == "RGBA"
     assert webp.getpixel((2, 2))[3] == 0 and webp.getpixel((200, 150))[3] == 255
 
@@ -150,7 +150,7 @@ def test_a_small_image_is_never_upscaled(registry):
     sizes = {name: (v["width"], v["height"]) for name, v in outputs.manifest["variations"].items()}
     assert sizes == {"large": (50, 30), "medium": (50, 30), "small": (50, 30), "xsmall": (50, 30),
                      "square_medium": (30, 30), "square_small": (30, 30)}
-    assert open_output(outputs, "uploads/images/square_small/tiny.jpg").size == (30, 30)
+    assert open_output(outputs, "uploads/images/square_small/tiny.png").size == (30, 30)
 
 
 def test_a_panorama_gives_valid_centred_squares(registry):
@@ -158,7 +158,7 @@ def test_a_panorama_gives_valid_centred_squares(registry):
     panorama.paste((255, 0, 0), (3900, 0, 4100, 200))  # the centre
     outputs = render_outputs(encode(panorama, "PNG"), registry, "pano.png")
     for name, edge in (("square_medium", 200), ("square_small", 150)):
-        square = open_output(outputs, f"uploads/images/{name}/pano.jpg")
+        square = open_output(outputs, f"uploads/images/{name}/pano.png")
         assert square.size == (edge, edge)
         assert near(square.getpixel((edge // 2, edge // 2)), (255, 0, 0), 12)
     assert outputs.manifest["variations"]["large"]["width"] == 2048
@@ -173,7 +173,7 @@ def test_heic_decodes(registry):
     assert data[4:12] == b"ftypheic"
     outputs = render_outputs(data, registry, "iphone.heic")
     assert outputs.manifest["source"]["format"] == "HEIF"
-    assert open_output(outputs, "uploads/images/large/iphone.jpg").size == (1200, 800)
+    assert open_output(outputs, "uploads/images/large/iphone.heic").size == (1200, 800)
 
 
 def test_avif_webp_and_gif_sources_decode(registry):
@@ -189,13 +189,13 @@ def test_animated_gif_uses_the_first_frame(registry):
     red, blue = Image.new("RGB", (300, 200), (255, 0, 0)), Image.new("RGB", (300, 200), (0, 0, 255))
     data = encode(red, "GIF", save_all=True, append_images=[blue], duration=100, loop=0)
     outputs = render_outputs(data, registry, "anim.gif")
-    assert near(open_output(outputs, "uploads/images/large/anim.jpg").getpixel((150, 100)), (255, 0, 0), 8)
+    assert near(open_output(outputs, "uploads/images/large/anim.gif").getpixel((150, 100)), (255, 0, 0), 8)
 
 
 def test_sixteen_bit_greyscale_is_scaled_not_clipped(registry):
     data = encode(Image.new("I;16", (400, 300), 40000), "PNG")
     outputs = render_outputs(data, registry, "scan.png")
-    large = open_output(outputs, "uploads/images/large/scan.jpg")
+    large = open_output(outputs, "uploads/images/large/scan.png")
     assert large.mode == "L"
     assert abs(large.getpixel((200, 150)) - 40000 // 256) <= 2
 
@@ -206,7 +206,7 @@ def test_greyscale_and_palette_sources(registry):
     palette = Image.new("P", (400, 300), 0)
     palette.putpalette([10, 200, 30] + [0, 0, 0] * 255)
     outputs = render_outputs(encode(palette, "PNG"), registry, "p.png")
-    assert near(open_output(outputs, "uploads/images/small/p.jpg").getpixel((10, 10)), (10, 200, 30), 8)
+    assert near(open_output(outputs, "uploads/images/small/p.png").getpixel((10, 10)), (10, 200, 30), 8)
 
 
 @pytest.mark.parametrize(("size", "denominator"), [

@@ -7,7 +7,13 @@ from PIL import Image
 
 from conftest import render_outputs
 from images import encode
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from pipeline import keys
+from pipeline.caching import MANIFEST_CACHE, VARIATION_CACHE
+from pipeline.outputs import outputs_for_original, parse_manifest, tombstone_outputs, url_version, versioned_url
 from pipeline.placeholder import placeholder
 
 
@@ -24,20 +30,76 @@ def test_placeholder_decodes_to_the_image_colours():
 
 def test_manifest_is_written_last_with_everything_an_app_needs(registry):
     outputs = render_outputs(encode(Image.new("RGB", (1000, 500), (10, 200, 90)), "PNG"), registry, "a/b/c.png")
-    assert outputs.objects[-1].key == "uploads/images/manifest/a/b/c.json"
+    assert outputs.objects[-1].key == "uploads/images/manifest/a/b/c.png.json"
     assert outputs.objects[-1].content_type == "application/json"
+    assert outputs.objects[-1].cache_control == MANIFEST_CACHE
     manifest = outputs.manifest
     assert manifest["placeholder"]["dominant_color"] == "#0ac85a"
-    assert manifest["variations"]["small"]["key"] == "uploads/images/small/a/b/c.jpg"
+    small = manifest["variations"]["small"]
+    assert small["key"] == "uploads/images/small/a/b/c.png" and small["content_type"] == "image/jpeg"
+    assert small["url"] == f"/uploads/images/small/a/b/c.png?v={url_version('etag-1', small['spec_hash'])}"
     for obj in outputs.objects[:-1]:
-        assert obj.cache_control == "public, max-age=31536000, immutable"
+        assert obj.cache_control == VARIATION_CACHE
         assert obj.metadata["source-etag"] == "etag-1" and len(obj.metadata["spec-hash"]) == 16
+    assert [o.key for o in outputs.objects[:-1]] == [manifest["variations"][n]["key"] for n in registry.variations]
+
+
+def test_the_url_version_changes_with_the_source_and_the_spec():
+    assert url_version("etag-1", "spec-a") != url_version("etag-2", "spec-a") != url_version("etag-2", "spec-b")
+    assert url_version("etag-1", "spec-a") == url_version("etag-1", "spec-a")
+    assert versioned_url("uploads/images/large/caf\u00e9 1+2.jpg", "abc") == "/uploads/images/large/caf%C3%A9%201%2B2.jpg?v=abc"
+
+
+def test_each_manifest_write_is_a_new_object_even_with_the_same_content(registry):
+    data = encode(Image.new("RGB", (64, 48), (1, 2, 3)), "PNG")
+    first, second = render_outputs(data, registry), render_outputs(data, registry)
+    assert first.manifest == second.manifest
+    assert first.objects[-1].body != second.objects[-1].body, "a conditional write must see a rewrite as a change"
+
+
+def test_rendering_only_some_variations_keeps_the_others_entries(registry):
+    data = encode(Image.new("RGB", (640, 480), (1, 2, 3)), "PNG")
+    full = render_outputs(data, registry)
+    only = outputs_for_original("uploads/images/original/photo.jpg", data, "etag-1", registry,
+                                only={"small"}, previous=full.manifest)
+    assert [o.key for o in only.objects] == ["uploads/images/small/photo.jpg", "uploads/images/manifest/photo.jpg.json"]
+    assert only.manifest["variations"] == full.manifest["variations"]
+    assert list(only.manifest["variations"]) == list(registry.variations)
+
+
+def test_a_tombstone_is_tagged_and_lists_nothing():
+    tombstone = tombstone_outputs("uploads/images/original/x.jpg", "00AB")
+    (obj,) = tombstone.objects
+    assert obj.key == "uploads/images/manifest/x.jpg.json" and obj.tagging == "image-pipeline=tombstone"
+    assert tombstone.manifest["status"] == "deleted" and tombstone.manifest["variations"] == {}
+    assert parse_manifest(obj.body)["source"] == {"key": "uploads/images/original/x.jpg", "sequencer": "00AB"}
 
 
 def test_keys_follow_the_contract():
     assert keys.source_path("uploads/images/original/2026/trip/IMG 1.HEIC") == "2026/trip/IMG 1.HEIC"
-    assert keys.variation_key("large", "2026/trip/IMG 1.HEIC", "jpg") == "uploads/images/large/2026/trip/IMG 1.jpg"
+    assert keys.variation_key("large", "2026/trip/IMG 1.HEIC") == "uploads/images/large/2026/trip/IMG 1.HEIC"
+    assert keys.variation_key("large", "2026/trip/IMG 1.HEIC", "webp") == "uploads/images/large.webp/2026/trip/IMG 1.HEIC"
     assert keys.manifest_key("a.b/photo") == "uploads/images/manifest/a.b/photo.json"
-    assert keys.variation_key("small", "archive.tar.gz", "jpg") == "uploads/images/small/archive.tar.jpg"
-    for bad in ("uploads/images/large/photo.jpg", "uploads/images/original/", "other/photo.jpg"):
+    assert keys.original_key("a/b.jpg") == "uploads/images/original/a/b.jpg"
+    for bad in ("uploads/images/large/photo.jpg", "uploads/images/original/", "uploads/images/original/a/",
+                "other/photo.jpg", "uploads/images/originals/x.jpg"):
         assert not keys.is_original(bad)
+    with pytest.raises(ValueError, match="not an original"):
+        keys.source_path("uploads/images/large/photo.jpg")
+
+
+paths = st.text(alphabet=st.sampled_from("ab./ -+\u00e9"), min_size=1, max_size=8).filter(lambda p: not p.endswith("/"))
+names = st.from_regex(r"[a-z0-9_-]{1,6}", fullmatch=True).filter(lambda n: n not in ("original", "manifest"))
+
+
+@given(st.lists(paths, min_size=2, max_size=4, unique=True), st.lists(names, min_size=1, max_size=3, unique=True))
+def test_keys_are_injective(originals, variations):
+    """No two originals, and no two files of one original, share a key."""
+    written = [keys.original_key(p) for p in originals]
+    for path in originals:
+        written.append(keys.manifest_key(path))
+        for name in variations:
+            written += [keys.variation_key(name, path), keys.variation_key(name, path, "webp"),
+                        keys.variation_key(name, path, "avif")]
+    assert len(written) == len(set(written))
+    assert all(keys.source_path(keys.original_key(p)) == p for p in originals)

@@ -92,7 +92,7 @@ def test_register_transforms_adds_a_geometry_rule(install_plugin):
     assert registry.owner("transform", "top") == "top_strip"
     image = Image.new("RGB", (800, 800), (0, 0, 255))
     image.paste((255, 0, 0), (0, 0, 800, 200))  # the top quarter is red
-    header = open_output(render_outputs(encode(image, "PNG"), registry, "p.png"), "uploads/images/header/p.jpg")
+    header = open_output(render_outputs(encode(image, "PNG"), registry, "p.png"), "uploads/images/header/p.png")
     assert header.size == (400, 100)
     assert header.getpixel((200, 50))[0] > 200 and header.getpixel((200, 50))[2] < 60
 
@@ -117,9 +117,9 @@ def test_register_encoders_alongside_and_builtin_webp_avif():
     entry = outputs.manifest["variations"]["medium"]
     assert entry["key"] == "uploads/images/medium/photo.jpg" and entry["content_type"] == "image/jpeg"
     assert [(a["key"], a["content_type"]) for a in entry["alternates"]] == [
-        ("uploads/images/medium/photo.webp", "image/webp"), ("uploads/images/medium/photo.avif", "image/avif")]
-    assert open_output(outputs, "uploads/images/medium/photo.webp").format == "WEBP"
-    assert open_output(outputs, "uploads/images/medium/photo.avif").format == "AVIF"
+        ("uploads/images/medium.webp/photo.jpg", "image/webp"), ("uploads/images/medium.avif/photo.jpg", "image/avif")]
+    assert open_output(outputs, "uploads/images/medium.webp/photo.jpg").format == "WEBP"
+    assert open_output(outputs, "uploads/images/medium.avif/photo.jpg").format == "AVIF"
     assert len([o for o in outputs.objects if o.content_type.startswith("image/")]) == 18
 
 
@@ -140,7 +140,7 @@ def test_register_encoders_from_a_plugin_declares_format_extension_and_type(inst
     """)
     registry = build_registry(PipelineConfig())
     outputs = render_outputs(samples.transparent_png(300, 200), registry, "logo.png")
-    png = next(o for o in outputs.objects if o.key == "uploads/images/small/logo.png")
+    png = next(o for o in outputs.objects if o.key == "uploads/images/small.png/logo.png")
     assert png.content_type == "image/png"
     assert open_output(outputs, png.key).mode == "RGBA"
 
@@ -155,8 +155,8 @@ def test_register_postprocessors_watermark_marks_only_the_named_variations():
     plain_out = render_outputs(data, plain, "p.png")
 
     def difference(name):
-        a = open_output(marked_out, f"uploads/images/{name}/p.jpg")
-        b = open_output(plain_out, f"uploads/images/{name}/p.jpg")
+        a = open_output(marked_out, f"uploads/images/{name}/p.png")
+        b = open_output(plain_out, f"uploads/images/{name}/p.png")
         box = (a.width // 3, a.height // 3, 2 * a.width // 3, 2 * a.height // 3)
         return max(abs(x - y) for x, y in zip(a.crop(box).tobytes(), b.crop(box).tobytes()))
 
@@ -178,8 +178,8 @@ def test_register_postprocessors_from_a_plugin(install_plugin):
     """)
     registry = build_registry(PipelineConfig.from_dict({"plugins": {"greyscale": {"only": ["small"]}}}))
     outputs = render_outputs(encode(Image.new("RGB", (800, 600), (200, 30, 30)), "PNG"), registry, "p.png")
-    assert open_output(outputs, "uploads/images/small/p.jpg").mode == "L"
-    assert open_output(outputs, "uploads/images/medium/p.jpg").mode == "RGB"
+    assert open_output(outputs, "uploads/images/small/p.png").mode == "L"
+    assert open_output(outputs, "uploads/images/medium/p.png").mode == "RGB"
 
 
 def test_watermark_options_are_checked():
@@ -196,7 +196,7 @@ def test_watermark_with_a_logo(tmp_path):
     registry = build_registry(PipelineConfig.from_dict({"plugins": {"watermark": {
         "enabled": True, "logo": str(logo), "opacity": 1.0, "scale": 0.3, "position": "center"}}}))
     outputs = render_outputs(encode(Image.new("RGB", (2000, 1000), (250, 250, 250)), "PNG"), registry, "p.png")
-    centre = open_output(outputs, "uploads/images/large/p.jpg").getpixel((1000, 500))
+    centre = open_output(outputs, "uploads/images/large/p.png").getpixel((1000, 500))
     assert centre[2] > 180 and centre[0] < 80, centre  # the logo's blue disc
     assert "logo_sha256" in json.dumps(registry.spec(registry.variations["large"]))
 
@@ -304,3 +304,39 @@ def test_plugin_hooks_have_tests():
         names |= {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
     missing = [hook for hook in HOOK_NAMES if not any(hook in name for name in names if name.startswith("test_"))]
     assert HOOK_NAMES and not missing, f"hooks no test names: {missing}"
+
+
+@pytest.mark.parametrize("body, complaint", [
+    ("return None", "returned NoneType, not an image"),
+    ("return image.resize((image.width - 1, image.height))", "returned a 639x480 image for a 640x480 one"),
+    ("return image.convert('P')", "returned mode 'P'"),
+    ("raise RuntimeError('font missing')", "RuntimeError: font missing"),
+])
+def test_a_postprocessor_that_breaks_its_contract_names_the_plugin_and_hook(install_plugin, body, complaint):
+    from pipeline.imaging import PluginFailure
+
+    install_plugin("broken_marks", f"""
+        from pipeline.hookspecs import hookimpl
+        from pipeline.types import PostProcessor
+
+        def apply(image):
+            {body}
+
+        @hookimpl
+        def register_postprocessors(register):
+            register(PostProcessor("marks", apply, lambda variation: variation.name == "small"))
+    """)
+    registry = build_registry(PipelineConfig())
+    with pytest.raises(PluginFailure, match="plugin 'broken_marks' failed in apply: ") as failure:
+        render_outputs(encode(Image.new("RGB", (800, 600), (9, 9, 9)), "PNG"), registry)
+    assert complaint in str(failure.value)
+
+
+def test_an_encoder_that_returns_nothing_names_the_plugin():
+    from pipeline.imaging import PluginFailure
+    from pipeline.types import Encoder
+
+    registry = build_registry(PipelineConfig())
+    registry.encoders["jpeg"] = Encoder("jpeg", "jpg", "image/jpeg", lambda image: b"")
+    with pytest.raises(PluginFailure, match="plugin 'jpeg' failed in encode: encoder 'jpeg' returned an empty file"):
+        render_outputs(encode(Image.new("RGB", (80, 60)), "PNG"), registry)

@@ -1,0 +1,1 @@
+"""The pipeline on one machine, against moto instead of AWS."""
