@@ -29,7 +29,9 @@ class ImagePipeline(pulumi.ComponentResource):
         self.storage = Storage("storage", StorageArgs(
             cors_origins=settings.cors_origins, backup_retention_mode=settings.backup_retention_mode,
             backup_retention_days=settings.backup_retention_days,
-            backup_transition_days=settings.backup_transition_days), child)
+            backup_transition_days=settings.backup_transition_days,
+            uploads_noncurrent_version_days=settings.uploads_noncurrent_version_days,
+            tombstone_days=settings.tombstone_days), child)
         self.events = Events("events", EventsArgs(self.storage.buckets["uploads"], account_id), child)
         self.functions = Functions("functions", FunctionsArgs(settings, self.storage.buckets, self.events.topic), child)
         self.cdn = Cdn("cdn", CdnArgs(

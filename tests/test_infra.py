@@ -43,8 +43,8 @@ def test_resource_counts(stack):
         f"{S3}bucketOwnershipControls:BucketOwnershipControls": 3,
         f"{S3}bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 3,
         f"{S3}bucketPolicy:BucketPolicy": 3, f"{S3}bucketCorsConfiguration:BucketCorsConfiguration": 2,
-        f"{S3}bucketVersioning:BucketVersioning": 1, f"{S3}bucketObjectLockConfiguration:BucketObjectLockConfiguration": 1,
-        f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration": 2, f"{S3}bucketNotification:BucketNotification": 1,
+        f"{S3}bucketVersioning:BucketVersioning": 2, f"{S3}bucketObjectLockConfiguration:BucketObjectLockConfiguration": 1,
+        f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration": 3, f"{S3}bucketNotification:BucketNotification": 1,
         "aws:sns/topic:Topic": 2 if name == "prod" else 1, "aws:sns/topicPolicy:TopicPolicy": 1,
         "aws:sns/topicSubscription:TopicSubscription": 3 if name == "prod" else 2,
         "aws:lambda/function:Function": 2, "aws:lambda/layerVersion:LayerVersion": 1,
@@ -95,6 +95,52 @@ def test_backup_has_versioning_object_lock_retention_deletion_deny_and_lifecycle
     rule = lifecycle["rules"][0]
     assert rule["status"] == "Enabled" and rule["transitions"][0]["storageClass"] == "GLACIER_IR"
     assert rule["noncurrentVersionTransitions"][0]["storageClass"] == "GLACIER_IR"
+
+
+def test_uploads_are_versioned_and_previous_versions_expire(stack):
+    _, deployment = stack
+    uploads = buckets(deployment)["uploads"]["bucket"]
+    (versioning,) = attached(deployment, f"{S3}bucketVersioning:BucketVersioning", uploads)
+    assert versioning["versioningConfiguration"]["status"] == "Enabled"
+    (lifecycle,) = attached(deployment, f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration", uploads)
+    rules = {rule["id"]: rule for rule in lifecycle["rules"]}
+    assert all(rule["status"] == "Enabled" for rule in rules.values())
+    assert rules["abort-incomplete-uploads"]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 7}
+    previous = rules["expire-previous-originals"]
+    assert previous["filter"] == {} and previous["noncurrentVersionExpiration"] == {"noncurrentDays": 30}
+    assert previous["expiration"] == {"expiredObjectDeleteMarker": True}
+
+
+def test_tombstone_manifests_expire_from_the_processed_bucket(stack):
+    from pipeline.caching import TOMBSTONE_TAG
+
+    _, deployment = stack
+    processed = buckets(deployment)["processed"]["bucket"]
+    (lifecycle,) = attached(deployment, f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration", processed)
+    (rule,) = lifecycle["rules"]
+    assert rule["status"] == "Enabled" and rule["expiration"] == {"days": 7}
+    assert rule["filter"] == {"tag": {"key": TOMBSTONE_TAG[0], "value": TOMBSTONE_TAG[1]}}
+    assert TOMBSTONE_TAG == ("image-pipeline", "tombstone")
+
+
+def test_lifecycle_days_come_from_the_stack_config():
+    deployment = deploy("dev", {"uploadsNoncurrentVersionDays": "3", "tombstoneDays": "2"})
+    b = buckets(deployment)
+    (uploads,) = attached(deployment, f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                          b["uploads"]["bucket"])
+    (previous,) = [r for r in uploads["rules"] if r["id"] == "expire-previous-originals"]
+    assert previous["noncurrentVersionExpiration"] == {"noncurrentDays": 3}
+    (processed,) = attached(deployment, f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                            b["processed"]["bucket"])
+    assert processed["rules"][0]["expiration"] == {"days": 2}
+
+
+@pytest.mark.parametrize("key", ["uploadsNoncurrentVersionDays", "tombstoneDays"])
+def test_lifecycle_days_below_one_are_refused(key):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"'{key}' must be at least 1"):
+        deploy("dev", {key: "0"})
 
 
 def test_uploads_and_processed_allow_browser_cors_from_configured_origins(stack):
