@@ -196,27 +196,54 @@ def test_each_role_has_exactly_its_actions_and_resources(stack):
               ("ReadOriginals", "WriteVariations", "TellMissingFromForbidden")}
     assert resize == {
         "ReadOriginals": ("Allow", ["s3:GetObject"], [f"{b['uploads']}/uploads/images/original/*"]),
-        "WriteVariations": ("Allow", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        "WriteVariations": ("Allow", ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"],
                             [f"{b['processed']}/uploads/images/*"]),
         "TellMissingFromForbidden": ("Allow", ["s3:ListBucket"], [b["uploads"], b["processed"]]),
     }
     backup = {s["Sid"]: (s["Effect"], as_list(s["Action"]), as_list(s["Resource"]))
-              for s in role_documents(deployment, "backup") if s["Sid"] in ("ReadOriginals", "PutBackups")}
+              for s in role_documents(deployment, "backup")
+              if s["Sid"] in ("ReadOriginals", "PutBackups", "ReadBackupVersions", "ListBackupVersions")}
     assert backup == {
-        "ReadOriginals": ("Allow", ["s3:GetObject", "s3:GetObjectTagging"], [f"{b['uploads']}/uploads/images/original/*"]),
+        "ReadOriginals": ("Allow", ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging",
+                                    "s3:GetObjectVersionTagging"], [f"{b['uploads']}/uploads/images/original/*"]),
         "PutBackups": ("Allow", ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"],
                        [f"{b['backup']}/uploads/images/original/*"]),
+        "ReadBackupVersions": ("Allow", ["s3:GetObjectVersion"], [f"{b['backup']}/uploads/images/original/*"]),
+        "ListBackupVersions": ("Allow", ["s3:ListBucketVersions"], [b["backup"]]),
     }
     for role in ("resize", "backup"):
         documents = role_documents(deployment, role)
         assert not any(s["Effect"] == "Allow" and ("*" in as_list(s["Resource"]) or "s3:*" in as_list(s["Action"]))
                        for s in documents)
-        assert not allowed(documents, "s3:PutObject", f"{b['uploads']}/uploads/images/original/photo.jpg")
+        for action in ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"):
+            assert not allowed(documents, action, f"{b['uploads']}/uploads/images/original/photo.jpg"), (role, action)
         for action in ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:BypassGovernanceRetention"):
             assert not allowed(documents, action, f"{b['backup']}/uploads/images/original/photo.jpg"), (role, action)
     assert allowed(role_documents(deployment, "resize"), "s3:PutObject", f"{b['processed']}/uploads/images/large/p.jpg")
     assert not allowed(role_documents(deployment, "resize"), "s3:PutObject", f"{b['backup']}/uploads/images/original/p.jpg")
     assert allowed(role_documents(deployment, "backup"), "s3:PutObject", f"{b['backup']}/uploads/images/original/p.jpg")
+
+
+def test_backup_may_copy_exactly_the_version_an_event_names_and_list_its_own_versions(stack):
+    _, deployment = stack
+    b = {role: f"arn:aws:s3:::{bucket['bucket']}" for role, bucket in buckets(deployment).items()}
+    backup = role_documents(deployment, "backup")
+    original = f"{b['uploads']}/uploads/images/original/2026/IMG_0042.HEIC"
+    for action in ("s3:GetObjectVersion", "s3:GetObjectVersionTagging"):
+        assert allowed(backup, action, original), action
+    assert allowed(backup, "s3:ListBucketVersions", b["backup"])
+    assert allowed(backup, "s3:GetObjectVersion", f"{b['backup']}/uploads/images/original/2026/IMG_0042.HEIC")
+    assert not allowed(backup, "s3:ListBucketVersions", b["uploads"])
+    assert not allowed(backup, "s3:GetObjectVersion", f"{b['processed']}/uploads/images/large/2026/IMG_0042.HEIC")
+
+
+def test_resize_may_tag_processed_images_only(stack):
+    _, deployment = stack
+    b = {role: f"arn:aws:s3:::{bucket['bucket']}" for role, bucket in buckets(deployment).items()}
+    resize = role_documents(deployment, "resize")
+    assert allowed(resize, "s3:PutObjectTagging", f"{b['processed']}/uploads/images/manifest/2026/IMG_0042.HEIC.json")
+    assert not allowed(resize, "s3:PutObjectTagging", f"{b['uploads']}/uploads/images/original/2026/IMG_0042.HEIC")
+    assert not allowed(resize, "s3:PutObjectTagging", f"{b['backup']}/uploads/images/original/2026/IMG_0042.HEIC")
     assert not allowed(role_documents(deployment, "backup"), "s3:PutObject", f"{b['processed']}/uploads/images/large/p.jpg")
 
 
