@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from collections import Counter
 
 import pytest
 
-from pulumi_harness import ACCOUNT, deploy
+from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, deploy
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -53,6 +56,7 @@ def test_resource_counts(stack):
         "aws:sqs/queue:Queue": 1, "aws:cloudwatch/metricAlarm:MetricAlarm": 3,
         "aws:cloudfront/distribution:Distribution": 1, "aws:cloudfront/originAccessControl:OriginAccessControl": 1,
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": 1,
+        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 1,
     }
     assert {t: c for t, c in counts.items() if t.startswith("aws:")} == expected
     assert counts["imagepipeline:index:ImagePipeline"] == 1
@@ -328,13 +332,85 @@ def test_cdn_origins_access_control_behaviours_and_https(stack):
     (headers,) = deployment.of_type("aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy")
     for behaviour in behaviours + [inputs["defaultCacheBehavior"]]:
         assert behaviour["viewerProtocolPolicy"] == "redirect-to-https"
-        assert behaviour["cachePolicyId"] == "658327ea-f89d-4fab-a63d-7e88639e58f6"
         assert behaviour["compress"] is True and behaviour["responseHeadersPolicyId"] == "cdn-headers-id"
     security = headers.inputs["securityHeadersConfig"]
     assert security["strictTransportSecurity"]["accessControlMaxAgeSec"] >= 31536000
     assert security["contentTypeOptions"]["override"] is True and security["frameOptions"]["frameOption"] == "DENY"
     assert inputs["priceClass"] == ("PriceClass_All" if name == "prod" else "PriceClass_100")
     assert inputs["viewerCertificate"] == {"cloudfrontDefaultCertificate": True}
+
+
+def test_every_behaviour_keys_the_cache_on_v_only_and_sets_cache_control_on_the_way_out(stack):
+    from pipeline.caching import VERSIONED_CACHE
+
+    _, deployment = stack
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    (policy,) = deployment.of_type("aws:cloudfront/cachePolicy:CachePolicy")
+    (function,) = deployment.of_type("aws:cloudfront/function:Function")
+    behaviours = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
+    assert len(behaviours) == 3
+    for behaviour in behaviours:
+        assert behaviour["cachePolicyId"] == CACHE_POLICY_ID
+        assert behaviour["functionAssociations"] == [{"eventType": "viewer-response",
+                                                      "functionArn": function.outputs["arn"]}]
+    key = policy.inputs["parametersInCacheKeyAndForwardedToOrigin"]
+    assert key["queryStringsConfig"] == {"queryStringBehavior": "whitelist", "queryStrings": {"items": ["v"]}}
+    assert key["headersConfig"] == {"headerBehavior": "none"} and key["cookiesConfig"] == {"cookieBehavior": "none"}
+    assert key["enableAcceptEncodingGzip"] is True and key["enableAcceptEncodingBrotli"] is True
+    assert (policy.inputs["minTtl"], policy.inputs["defaultTtl"], policy.inputs["maxTtl"]) == (0, 120, 31536000)
+    assert function.inputs["runtime"] == "cloudfront-js-2.0" and function.inputs["publish"] is True
+    assert VERSIONED_CACHE in function.inputs["code"]
+    errors = {e["errorCode"]: e for e in distribution.inputs["customErrorResponses"]}
+    assert set(errors) == {403, 404}
+    assert all(e["errorCachingMinTtl"] <= 5 and "responseCode" not in e and "responsePagePath" not in e
+               for e in errors.values())
+
+
+@pytest.mark.parametrize("has_version, origin, expected", [
+    (True, None, "public, max-age=31536000, immutable"),
+    (True, "public, max-age=120", "public, max-age=31536000, immutable"),
+    (False, "public, max-age=60", "public, max-age=60"),  # a manifest keeps its own
+    (False, "no-store", "no-store"),
+    (False, None, "public, max-age=120"),
+    (False, "", "public, max-age=120"),
+])
+def test_the_viewer_cache_control_rule(has_version, origin, expected):
+    from infra.cdn import viewer_cache_control
+
+    assert viewer_cache_control(has_version, origin) == expected
+
+
+def test_the_function_code_is_made_of_exactly_the_shared_constants():
+    from infra.cdn import VIEWER_RESPONSE_CODE
+    from pipeline.caching import VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE
+
+    literals = re.findall(r'"((?:[^"\\]|\\.)*)"', VIEWER_RESPONSE_CODE)
+    assert sorted(set(literals)) == sorted({"cache-control", VERSION_PARAMETER, VERSIONED_CACHE, VARIATION_CACHE})
+    assert "'" not in VIEWER_RESPONSE_CODE and "max-age" not in re.sub(r'"[^"]*"', "", VIEWER_RESPONSE_CODE)
+    assert len(VIEWER_RESPONSE_CODE.encode()) < 1024  # CloudFront allows 10 KB; small is the point
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the function's JavaScript")
+@pytest.mark.parametrize("query, has_version", [
+    ({"v": {"value": "3f2a9c"}, "w": {"value": "1"}}, True),
+    ({"v": {"value": "3f2a9c", "multiValue": [{"value": "3f2a9c"}, {"value": "0"}]}}, True),
+    ({"w": {"value": "1"}}, False),
+    ({"v": {"value": ""}}, False),  # `?v=` names no version
+    ({}, False),
+])
+@pytest.mark.parametrize("origin", [None, "", "public, max-age=60", "public, max-age=120"])
+def test_the_function_applies_the_same_rule_as_python(query, has_version, origin):
+    """CloudFront's runtime is not node, but this code uses nothing either lacks."""
+    from infra.cdn import VIEWER_RESPONSE_CODE, viewer_cache_control
+
+    event = {"request": {"querystring": query},
+             "response": {"statusCode": 200,
+                          "headers": {} if origin is None else {"cache-control": {"value": origin}}}}
+    script = f"{VIEWER_RESPONSE_CODE}\nprocess.stdout.write(JSON.stringify(handler({json.dumps(event)})));"
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
+    response = json.loads(result.stdout)
+    assert response["statusCode"] == 200
+    assert response["headers"]["cache-control"] == {"value": viewer_cache_control(has_version, origin)}
 
 
 def test_served_bucket_policies_let_only_this_distribution_read(stack):
