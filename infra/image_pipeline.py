@@ -33,10 +33,13 @@ class ImagePipeline(pulumi.ComponentResource):
             uploads_noncurrent_version_days=settings.uploads_noncurrent_version_days,
             tombstone_days=settings.tombstone_days), child)
         self.events = Events("events", EventsArgs(self.storage.buckets["uploads"], account_id), child)
-        self.functions = Functions("functions", FunctionsArgs(settings, self.storage.buckets, self.events.topic), child)
+        # The CDN comes before the functions: the resize function invalidates its changed paths.
+        # Nothing of the CDN depends on the functions, so there is no cycle.
         self.cdn = Cdn("cdn", CdnArgs(
             self.storage.buckets["uploads"], self.storage.buckets["processed"], settings.price_class,
             settings.cors_origins, settings.domain_name, settings.certificate_arn), child)
+        self.functions = Functions("functions", FunctionsArgs(
+            settings, self.storage.buckets, self.events.topic, self.cdn.distribution), child)
         self.storage.allow_cdn_reads(self.cdn.distribution.arn)
         self.url_patterns = self.cdn.domain_name.apply(lambda domain: url_patterns(domain, settings))
         self.register_outputs({"cdn_domain": self.cdn.domain_name, "url_patterns": self.url_patterns})

@@ -66,8 +66,9 @@ def assume_role_by_lambda() -> dict[str, Any]:
     return document({"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"})
 
 
-def resize_s3_policy(uploads: str, processed: str) -> dict[str, Any]:
-    """Read originals; write, tag and delete variations and manifests; nothing else."""
+def resize_s3_policy(uploads: str, processed: str, distribution_arn: str) -> dict[str, Any]:
+    """Read originals; write, tag and delete variations and manifests; invalidate paths on this
+    stack's distribution (and no other); nothing else."""
     return document(
         {"Sid": "ReadOriginals", "Effect": "Allow", "Action": "s3:GetObject",
          "Resource": f"{bucket_arn(uploads)}/{ORIGINALS}"},
@@ -80,6 +81,8 @@ def resize_s3_policy(uploads: str, processed: str) -> dict[str, Any]:
         # Without ListBucket a missing key answers 403 instead of 404, which would look transient.
         {"Sid": "TellMissingFromForbidden", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": [bucket_arn(uploads), bucket_arn(processed)]},
+        {"Sid": "InvalidateChangedPaths", "Effect": "Allow", "Action": "cloudfront:CreateInvalidation",
+         "Resource": distribution_arn},
         _deny_writes_to(uploads),
     )
 

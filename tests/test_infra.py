@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, deploy
+from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, DISTRIBUTION_ID, deploy
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -241,6 +241,19 @@ def test_backup_may_copy_exactly_the_version_an_event_names_and_list_its_own_ver
     assert not allowed(backup, "s3:GetObjectVersion", f"{b['processed']}/uploads/images/large/2026/IMG_0042.HEIC")
 
 
+def test_resize_may_invalidate_exactly_this_distribution(stack):
+    _, deployment = stack
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    arn = distribution.outputs["arn"]
+    assert arn == f"arn:aws:cloudfront::{ACCOUNT}:distribution/{DISTRIBUTION_ID}"
+    resize = role_documents(deployment, "resize")
+    (statement,) = [s for s in resize if "cloudfront:CreateInvalidation" in as_list(s["Action"])]
+    assert statement == {"Sid": "InvalidateChangedPaths", "Effect": "Allow", "Action": "cloudfront:CreateInvalidation",
+                         "Resource": arn}
+    assert not allowed(resize, "cloudfront:CreateInvalidation", f"arn:aws:cloudfront::{ACCOUNT}:distribution/EOTHER")
+    assert not any("cloudfront:" in str(s["Action"]) for s in role_documents(deployment, "backup"))
+
+
 def test_resize_may_tag_processed_images_only(stack):
     _, deployment = stack
     b = {role: f"arn:aws:s3:::{bucket['bucket']}" for role, bucket in buckets(deployment).items()}
@@ -263,6 +276,8 @@ def test_functions_runtime_memory_environment_and_artifact(stack):
     assert resize["memorySize"] == 1769 and backup["memorySize"] == 256
     b = {role: bucket["bucket"] for role, bucket in buckets(deployment).items()}
     assert resize["environment"]["variables"]["PROCESSED_BUCKET"] == b["processed"]
+    assert resize["environment"]["variables"]["CDN_DISTRIBUTION_ID"] == DISTRIBUTION_ID  # the distribution's id
+    assert "CDN_DISTRIBUTION_ID" not in backup["environment"]["variables"]
     assert backup["environment"]["variables"]["BACKUP_BUCKET"] == b["backup"]
     pipeline_config = json.loads(resize["environment"]["variables"]["PIPELINE_CONFIG"])
     assert pipeline_config["plugins"]["webp"]["enabled"] is True
