@@ -46,13 +46,14 @@ class ImagePipeline(pulumi.ComponentResource):
 
 
 def url_patterns(domain: str, settings: StackSettings) -> dict[str, str]:
-    """Where an app finds an upload's original, manifest and each variation, by `{path}`."""
+    """Where an app finds an upload's original, manifest and each variation, by the original's
+    `{path}` (extension and all): `<variation>/{path}`, alternates `<variation>.<ext>/{path}`."""
     registry = load_registry(settings.pipeline)
     base = f"https://{domain}/uploads/images"
-    patterns = {"original": f"{base}/original/{{path}}", "manifest": f"{base}/manifest/{{path without extension}}.json"}
+    patterns = {"original": f"{base}/original/{{path}}", "manifest": f"{base}/manifest/{{path}}.json"}
     for name, variation in registry.variations.items():
-        main, *alongside = registry.renditions(variation)
-        patterns[name] = f"{base}/{name}/{{path without extension}}.{main.extension}"
+        patterns[name] = f"{base}/{name}/{{path}}"
+        _, *alongside = registry.renditions(variation)
         for encoder in alongside:  # e.g. "large.webp" when the webp plugin is on
-            patterns[f"{name}.{encoder.extension}"] = f"{base}/{name}/{{path without extension}}.{encoder.extension}"
+            patterns[f"{name}.{encoder.extension}"] = f"{base}/{name}.{encoder.extension}/{{path}}"
     return patterns

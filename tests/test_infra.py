@@ -450,13 +450,16 @@ def test_outputs(stack):
     assert exports["topicArn"].startswith("arn:aws:sns:") and exports["deadLetterQueueUrl"].startswith("https://sqs.")
     assert exports["resizeFunction"] == f"image-pipeline-{name}-resize"
     patterns = exports["urlPatterns"]
-    assert patterns["original"] == "https://d111111abcdef8.cloudfront.net/uploads/images/original/{path}"
-    assert patterns["square_small"] == ("https://d111111abcdef8.cloudfront.net/uploads/images/square_small/"
-                                        "{path without extension}.jpg")
-    assert set(patterns) >= {"large", "medium", "small", "xsmall", "square_medium", "square_small", "manifest"}
-    # both stacks turn the webp plugin on: its files have their own patterns
-    assert patterns["large.webp"] == ("https://d111111abcdef8.cloudfront.net/uploads/images/large/"
-                                      "{path without extension}.webp")
+    base = "https://d111111abcdef8.cloudfront.net/uploads/images"
+    assert patterns["original"] == f"{base}/original/{{path}}"
+    assert patterns["manifest"] == f"{base}/manifest/{{path}}.json"
+    for variation in ("large", "medium", "small", "xsmall", "square_medium", "square_small"):
+        assert patterns[variation] == f"{base}/{variation}/{{path}}"
+    # both stacks turn the webp plugin on: its files have their own prefix, the original's path kept
+    assert patterns["large.webp"] == f"{base}/large.webp/{{path}}"
+    assert patterns["square_small.webp"] == f"{base}/square_small.webp/{{path}}"
+    assert not any(key.endswith(".avif") for key in patterns)
+    assert all(pattern.startswith(f"{base}/") and "{path}" in pattern for pattern in patterns.values())
 
 
 def test_custom_domain_and_certificate():
