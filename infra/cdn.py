@@ -1,13 +1,65 @@
-"""CloudFront in front of both buckets: originals at once, variations as soon as they exist."""
+"""CloudFront in front of both buckets: originals at once, variations as soon as they exist, and
+nothing stale (see pipeline/caching.py for the two lifetimes).
+
+- The cache key is the path plus the query string `v` only: a versioned URL is its own object.
+- A viewer-response function gives a versioned response VERSIONED_CACHE and leaves an unversioned
+  one the origin's Cache-Control (VARIATION_CACHE when the origin sent none). CloudFront does not
+  run viewer-response functions on 4xx/5xx responses, so errors go out as S3 sent them.
+- 403/404 (S3 answers 403 for a missing key: this distribution may not list) are cached at the edge
+  for ERROR_CACHE_SECONDS only, so a variation asked for before it exists appears soon after.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"  # AWS managed cache policy
+from pipeline.caching import VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE
+
+ERROR_CACHE_SECONDS = 5
+CACHED_ERRORS = (403, 404)
+
+
+def _max_age(cache_control: str) -> int:
+    return int(re.search(r"max-age=(\d+)", cache_control).group(1))
+
+
+# What the edge keeps an object for when the origin says nothing (an unversioned variation's
+# lifetime) and at most (a versioned one's).
+DEFAULT_TTL = _max_age(VARIATION_CACHE)
+MAX_TTL = _max_age(VERSIONED_CACHE)
+
+
+def viewer_cache_control(has_version: bool, origin_cache_control: str | None) -> str:
+    """The Cache-Control a viewer gets for a successful response: the rule the CloudFront function
+    applies (VIEWER_RESPONSE_CODE), for a local CDN to apply too. `has_version`: the request has a
+    non-empty `v` query parameter. Error responses (4xx, 5xx) keep whatever the origin sent."""
+    if has_version:
+        return VERSIONED_CACHE
+    return origin_cache_control or VARIATION_CACHE
+
+
+def _viewer_response_code() -> str:
+    header, versioned, unversioned, parameter = (json.dumps(text) for text in (
+        "cache-control", VERSIONED_CACHE, VARIATION_CACHE, VERSION_PARAMETER))
+    return (
+        "function handler(event) {\n"
+        "  var response = event.response, headers = response.headers;\n"
+        f"  var version = event.request.querystring[{parameter}], origin = headers[{header}];\n"
+        "  if (version && version.value) {\n"
+        f"    headers[{header}] = {{value: {versioned}}};\n"
+        "  } else if (!(origin && origin.value)) {\n"
+        f"    headers[{header}] = {{value: {unversioned}}};\n"
+        "  }\n"
+        "  return response;\n"
+        "}\n")
+
+
+VIEWER_RESPONSE_CODE = _viewer_response_code()
 
 
 @dataclass
@@ -44,11 +96,30 @@ class Cdn(pulumi.ComponentResource):
                 "origin_override": True,
             })
 
+        prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"  # both names are unique per account
+        self.cache_policy = aws.cloudfront.CachePolicy(
+            f"{name}-cache-policy", name=f"{prefix}-versioned", opts=child,
+            comment=f"Path and ?{VERSION_PARAMETER}= only; no headers, no cookies",
+            min_ttl=0, default_ttl=DEFAULT_TTL, max_ttl=MAX_TTL,
+            parameters_in_cache_key_and_forwarded_to_origin={
+                "cookies_config": {"cookie_behavior": "none"},
+                "headers_config": {"header_behavior": "none"},
+                "query_strings_config": {"query_string_behavior": "whitelist",
+                                         "query_strings": {"items": [VERSION_PARAMETER]}},
+                "enable_accept_encoding_gzip": True, "enable_accept_encoding_brotli": True,
+            })
+        self.viewer_response = aws.cloudfront.Function(
+            f"{name}-cache-control", name=f"{prefix}-cache-control", runtime="cloudfront-js-2.0",
+            comment=f"Cache-Control: a year with ?{VERSION_PARAMETER}=, else the origin's", publish=True,
+            code=VIEWER_RESPONSE_CODE, opts=child)
+
         def behaviour(origin: str, path: str | None = None) -> dict:
             result = {"target_origin_id": origin, "viewer_protocol_policy": "redirect-to-https",
                       "allowed_methods": ["GET", "HEAD", "OPTIONS"], "cached_methods": ["GET", "HEAD"],
-                      "cache_policy_id": CACHING_OPTIMIZED, "response_headers_policy_id": headers.id,
-                      "compress": True}
+                      "cache_policy_id": self.cache_policy.id, "response_headers_policy_id": headers.id,
+                      "compress": True,
+                      "function_associations": [{"event_type": "viewer-response",
+                                                 "function_arn": self.viewer_response.arn}]}
             return {**result, "path_pattern": path} if path else result
 
         certificate = ({"acm_certificate_arn": args.certificate_arn, "ssl_support_method": "sni-only",
@@ -69,6 +140,8 @@ class Cdn(pulumi.ComponentResource):
             ordered_cache_behaviors=[behaviour("uploads", "/uploads/images/original/*"),
                                      behaviour("processed", "/uploads/images/*")],
             default_cache_behavior=behaviour("processed"),
+            custom_error_responses=[{"error_code": code, "error_caching_min_ttl": ERROR_CACHE_SECONDS}
+                                    for code in CACHED_ERRORS],
             restrictions={"geo_restriction": {"restriction_type": "none"}},
             viewer_certificate=certificate, opts=child)
         self.domain_name = pulumi.Output.from_input(args.domain_name) if args.domain_name \

@@ -29,6 +29,8 @@ class StackSettings:
     backup_retention_mode: str
     backup_retention_days: int
     backup_transition_days: int
+    uploads_noncurrent_version_days: int
+    tombstone_days: int
     cors_origins: list[str]
     price_class: str
     domain_name: str | None
@@ -58,6 +60,8 @@ def read_settings() -> StackSettings:
         backup_retention_mode=config.require("backupRetentionMode"),
         backup_retention_days=config.require_int("backupRetentionDays"),
         backup_transition_days=config.require_int("backupTransitionDays"),
+        uploads_noncurrent_version_days=config.require_int("uploadsNoncurrentVersionDays"),
+        tombstone_days=config.require_int("tombstoneDays"),
         cors_origins=list(config.require_object("corsOrigins")),
         price_class=config.require("priceClass"),
         domain_name=config.get("domainName") or None,
@@ -85,3 +89,8 @@ def _check(settings: StackSettings) -> None:
         raise ConfigError("stack config 'maxRetries' must be 0, 1 or 2 (Lambda's asynchronous retry limit)")
     if not 60 <= settings.max_event_age_s <= 21600:
         raise ConfigError("stack config 'maxEventAgeSeconds' must be from 60 to 21600")
+    # S3 lifecycle days are whole, positive numbers; 0 would also expire what is still needed.
+    for key, days in (("uploadsNoncurrentVersionDays", settings.uploads_noncurrent_version_days),
+                      ("tombstoneDays", settings.tombstone_days)):
+        if days < 1:
+            raise ConfigError(f"stack config '{key}' must be at least 1 (days), not {days}")

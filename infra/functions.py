@@ -10,6 +10,7 @@ import pulumi_aws as aws
 
 from infra import policies
 from infra.artifact import build
+from pipeline.caching import DISTRIBUTION_ENV
 
 HANDLERS = {"resize": "pipeline.handlers.resize_handler", "backup": "pipeline.handlers.backup_handler"}
 DEAD_LETTER_RETENTION_S = 14 * 24 * 3600
@@ -20,6 +21,7 @@ class FunctionsArgs:
     settings: "object"  # infra.config.StackSettings
     buckets: dict[str, aws.s3.Bucket]
     topic: aws.sns.Topic
+    distribution: aws.cloudfront.Distribution  # whose changed paths the resize function invalidates
 
 
 class Functions(pulumi.ComponentResource):
@@ -49,14 +51,16 @@ class Functions(pulumi.ComponentResource):
         alarm_actions = [self.alarm_topic.arn] if self.alarm_topic else []
 
         s3_documents = {
-            "resize": pulumi.Output.all(buckets["uploads"].bucket, buckets["processed"].bucket).apply(
-                lambda b: json.dumps(policies.resize_s3_policy(b[0], b[1]))),
+            "resize": pulumi.Output.all(buckets["uploads"].bucket, buckets["processed"].bucket,
+                                        args.distribution.arn).apply(
+                lambda b: json.dumps(policies.resize_s3_policy(b[0], b[1], b[2]))),
             "backup": pulumi.Output.all(buckets["uploads"].bucket, buckets["backup"].bucket).apply(
                 lambda b: json.dumps(policies.backup_s3_policy(b[0], b[1]))),
         }
         environments = {
             "resize": {"PROCESSED_BUCKET": buckets["processed"].bucket,
                        "PIPELINE_CONFIG": settings.pipeline.to_json(),
+                       DISTRIBUTION_ENV: args.distribution.id,
                        "POWERTOOLS_SERVICE_NAME": "image-pipeline-resize"},
             "backup": {"BACKUP_BUCKET": buckets["backup"].bucket,
                        "POWERTOOLS_SERVICE_NAME": "image-pipeline-backup"},

@@ -29,25 +29,31 @@ class ImagePipeline(pulumi.ComponentResource):
         self.storage = Storage("storage", StorageArgs(
             cors_origins=settings.cors_origins, backup_retention_mode=settings.backup_retention_mode,
             backup_retention_days=settings.backup_retention_days,
-            backup_transition_days=settings.backup_transition_days), child)
+            backup_transition_days=settings.backup_transition_days,
+            uploads_noncurrent_version_days=settings.uploads_noncurrent_version_days,
+            tombstone_days=settings.tombstone_days), child)
         self.events = Events("events", EventsArgs(self.storage.buckets["uploads"], account_id), child)
-        self.functions = Functions("functions", FunctionsArgs(settings, self.storage.buckets, self.events.topic), child)
+        # The CDN comes before the functions: the resize function invalidates its changed paths.
+        # Nothing of the CDN depends on the functions, so there is no cycle.
         self.cdn = Cdn("cdn", CdnArgs(
             self.storage.buckets["uploads"], self.storage.buckets["processed"], settings.price_class,
             settings.cors_origins, settings.domain_name, settings.certificate_arn), child)
+        self.functions = Functions("functions", FunctionsArgs(
+            settings, self.storage.buckets, self.events.topic, self.cdn.distribution), child)
         self.storage.allow_cdn_reads(self.cdn.distribution.arn)
         self.url_patterns = self.cdn.domain_name.apply(lambda domain: url_patterns(domain, settings))
         self.register_outputs({"cdn_domain": self.cdn.domain_name, "url_patterns": self.url_patterns})
 
 
 def url_patterns(domain: str, settings: StackSettings) -> dict[str, str]:
-    """Where an app finds an upload's original, manifest and each variation, by `{path}`."""
+    """Where an app finds an upload's original, manifest and each variation, by the original's
+    `{path}` (extension and all): `<variation>/{path}`, alternates `<variation>.<ext>/{path}`."""
     registry = load_registry(settings.pipeline)
     base = f"https://{domain}/uploads/images"
-    patterns = {"original": f"{base}/original/{{path}}", "manifest": f"{base}/manifest/{{path without extension}}.json"}
+    patterns = {"original": f"{base}/original/{{path}}", "manifest": f"{base}/manifest/{{path}}.json"}
     for name, variation in registry.variations.items():
-        main, *alongside = registry.renditions(variation)
-        patterns[name] = f"{base}/{name}/{{path without extension}}.{main.extension}"
+        patterns[name] = f"{base}/{name}/{{path}}"
+        _, *alongside = registry.renditions(variation)
         for encoder in alongside:  # e.g. "large.webp" when the webp plugin is on
-            patterns[f"{name}.{encoder.extension}"] = f"{base}/{name}/{{path without extension}}.{encoder.extension}"
+            patterns[f"{name}.{encoder.extension}"] = f"{base}/{name}.{encoder.extension}/{{path}}"
     return patterns

@@ -66,27 +66,43 @@ def assume_role_by_lambda() -> dict[str, Any]:
     return document({"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"})
 
 
-def resize_s3_policy(uploads: str, processed: str) -> dict[str, Any]:
-    """Read originals; write and delete variations and manifests; nothing else."""
+def resize_s3_policy(uploads: str, processed: str, distribution_arn: str) -> dict[str, Any]:
+    """Read originals; write, tag and delete variations and manifests; invalidate paths on this
+    stack's distribution (and no other); nothing else."""
     return document(
         {"Sid": "ReadOriginals", "Effect": "Allow", "Action": "s3:GetObject",
          "Resource": f"{bucket_arn(uploads)}/{ORIGINALS}"},
-        {"Sid": "WriteVariations", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        # PutObject with a Tagging header (the tombstone) also needs s3:PutObjectTagging.
+        # Conditional writes (If-Match, If-None-Match) need nothing beyond s3:PutObject; a delete
+        # with If-Match: <ETag> needs s3:GetObject besides s3:DeleteObject, both granted here.
+        {"Sid": "WriteVariations", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"],
          "Resource": f"{bucket_arn(processed)}/{IMAGES}"},
         # Without ListBucket a missing key answers 403 instead of 404, which would look transient.
         {"Sid": "TellMissingFromForbidden", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": [bucket_arn(uploads), bucket_arn(processed)]},
+        {"Sid": "InvalidateChangedPaths", "Effect": "Allow", "Action": "cloudfront:CreateInvalidation",
+         "Resource": distribution_arn},
         _deny_writes_to(uploads),
     )
 
 
 def backup_s3_policy(uploads: str, backup: str) -> dict[str, Any]:
-    """Read originals; put copies into backup; never delete or unlock there."""
+    """Read exactly the version of an original an event names; put copies into backup and read
+    the versions already there; never delete or unlock there."""
     return document(
-        {"Sid": "ReadOriginals", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectTagging"],
+        # CopyObject of `CopySource=...?versionId=` reads that version (s3:GetObjectVersion) and,
+        # with the default tagging directive COPY, that version's tags (s3:GetObjectVersionTagging).
+        {"Sid": "ReadOriginals", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging"],
          "Resource": f"{bucket_arn(uploads)}/{ORIGINALS}"},
         {"Sid": "PutBackups", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"],
          "Resource": f"{bucket_arn(backup)}/{ORIGINALS}"},
+        # Deduplication: list the backup's versions of a key and read each one's metadata.
+        {"Sid": "ReadBackupVersions", "Effect": "Allow", "Action": "s3:GetObjectVersion",
+         "Resource": f"{bucket_arn(backup)}/{ORIGINALS}"},
+        {"Sid": "ListBackupVersions", "Effect": "Allow", "Action": "s3:ListBucketVersions",
+         "Resource": bucket_arn(backup)},
         {"Sid": "TellMissingFromForbidden", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": [bucket_arn(uploads), bucket_arn(backup)]},
         _deny_writes_to(uploads),
@@ -96,9 +112,11 @@ def backup_s3_policy(uploads: str, backup: str) -> dict[str, Any]:
 
 
 def _deny_writes_to(uploads: str) -> dict[str, Any]:
-    # Writing into the bucket that triggers the functions would make them call themselves.
+    # Writing into the bucket that triggers the functions would make them call themselves. It is
+    # versioned: deleting a version is an s3:ObjectRemoved event too.
     return {"Sid": "NeverWriteToTheTriggerBucket", "Effect": "Deny",
-            "Action": ["s3:PutObject", "s3:DeleteObject", "s3:PutObjectAcl", "s3:RestoreObject"],
+            "Action": ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectAcl",
+                       "s3:RestoreObject"],
             "Resource": [bucket_arn(uploads), f"{bucket_arn(uploads)}/*"]}
 
 

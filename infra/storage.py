@@ -1,8 +1,11 @@
 """Three buckets: uploads (originals), processed (variations, manifests), backup (protected copies).
 
 Every bucket: all four public-access blocks, ownership enforced (no ACLs), default encryption,
-a policy denying requests without TLS. Backup: versioning, object lock with a default retention,
-a policy denying deletion and unlocking to every principal, a lifecycle to a cheaper class.
+a policy denying requests without TLS. Uploads: versioning, so that the version an event names
+can still be backed up after a replacement or deletion; previous versions expire after some days.
+Processed: tombstone manifests expire after some days. Backup: versioning, object lock with a
+default retention, a policy denying deletion and unlocking to every principal, a lifecycle to a
+cheaper class.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import policies
+from pipeline.caching import TOMBSTONE_TAG
 
 ROLES = ("uploads", "processed", "backup")
 
@@ -24,6 +28,8 @@ class StorageArgs:
     backup_retention_mode: str
     backup_retention_days: int
     backup_transition_days: int
+    uploads_noncurrent_version_days: int
+    tombstone_days: int
 
 
 class Storage(pulumi.ComponentResource):
@@ -59,10 +65,28 @@ class Storage(pulumi.ComponentResource):
             f"{name}-processed-cors", bucket=processed.id, opts=child,
             cors_rules=[{"allowed_methods": ["GET", "HEAD"], "allowed_origins": args.cors_origins,
                          "allowed_headers": ["*"], "max_age_seconds": 3600}])
+        uploads_versioning = aws.s3.BucketVersioning(
+            f"{name}-uploads-versioning", bucket=uploads.id,
+            versioning_configuration={"status": "Enabled"}, opts=child)
+        # Lifecycle deletions send s3:LifecycleExpiration:* events, not s3:ObjectRemoved:*, so
+        # expiring old versions never reaches the functions.
         aws.s3.BucketLifecycleConfiguration(
-            f"{name}-uploads-lifecycle", bucket=uploads.id, opts=child,
+            f"{name}-uploads-lifecycle", bucket=uploads.id,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[uploads_versioning]),
             rules=[{"id": "abort-incomplete-uploads", "status": "Enabled", "filter": {},
-                    "abort_incomplete_multipart_upload": {"days_after_initiation": 7}}])
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 7}},
+                   {"id": "expire-previous-originals", "status": "Enabled", "filter": {},
+                    "noncurrent_version_expiration": {"noncurrent_days": args.uploads_noncurrent_version_days},
+                    # a deleted original's marker, once no version is left behind it
+                    "expiration": {"expired_object_delete_marker": True}}])
+        # A removed original leaves a "deleted" manifest so that a late event cannot bring its
+        # variations back; once no invocation can still race it, it may go.
+        tag_key, tag_value = TOMBSTONE_TAG
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-processed-lifecycle", bucket=processed.id, opts=child,
+            rules=[{"id": "expire-tombstones", "status": "Enabled",
+                    "filter": {"tag": {"key": tag_key, "value": tag_value}},
+                    "expiration": {"days": args.tombstone_days}}])
 
         versioning = aws.s3.BucketVersioning(
             f"{name}-backup-versioning", bucket=backup.id,

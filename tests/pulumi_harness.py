@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "image-pipeline"
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
+CACHE_POLICY_ID = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+DISTRIBUTION_ID = "E2EXAMPLE0CDN"
 
 
 @dataclass
@@ -69,8 +71,14 @@ class Mocks(pulumi.runtime.Mocks):
             resource_id = physical
         elif kind == "aws:cloudwatch/logGroup:LogGroup":
             outputs.update(arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{physical}")
+        elif kind == "aws:cloudfront/cachePolicy:CachePolicy":
+            resource_id = CACHE_POLICY_ID
+            outputs.update(etag="E23ZP02F085DFQ")
+        elif kind == "aws:cloudfront/function:Function":
+            outputs.update(arn=f"arn:aws:cloudfront::{ACCOUNT}:function/{physical}", etag="ETVPDKIKX0DER",
+                           liveStageEtag="ETVPDKIKX0DER", status="UNASSOCIATED")
         elif kind == "aws:cloudfront/distribution:Distribution":
-            resource_id = "E2EXAMPLE0CDN"
+            resource_id = DISTRIBUTION_ID
             outputs.update(arn=f"arn:aws:cloudfront::{ACCOUNT}:distribution/{resource_id}",
                            domainName="d111111abcdef8.cloudfront.net")
         self.deployment.resources.append(Registered(kind, args.name, dict(args.inputs), outputs))

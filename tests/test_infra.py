@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from collections import Counter
 
 import pytest
 
-from pulumi_harness import ACCOUNT, deploy
+from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, DISTRIBUTION_ID, deploy
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -43,8 +46,8 @@ def test_resource_counts(stack):
         f"{S3}bucketOwnershipControls:BucketOwnershipControls": 3,
         f"{S3}bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 3,
         f"{S3}bucketPolicy:BucketPolicy": 3, f"{S3}bucketCorsConfiguration:BucketCorsConfiguration": 2,
-        f"{S3}bucketVersioning:BucketVersioning": 1, f"{S3}bucketObjectLockConfiguration:BucketObjectLockConfiguration": 1,
-        f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration": 2, f"{S3}bucketNotification:BucketNotification": 1,
+        f"{S3}bucketVersioning:BucketVersioning": 2, f"{S3}bucketObjectLockConfiguration:BucketObjectLockConfiguration": 1,
+        f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration": 3, f"{S3}bucketNotification:BucketNotification": 1,
         "aws:sns/topic:Topic": 2 if name == "prod" else 1, "aws:sns/topicPolicy:TopicPolicy": 1,
         "aws:sns/topicSubscription:TopicSubscription": 3 if name == "prod" else 2,
         "aws:lambda/function:Function": 2, "aws:lambda/layerVersion:LayerVersion": 1,
@@ -53,6 +56,7 @@ def test_resource_counts(stack):
         "aws:sqs/queue:Queue": 1, "aws:cloudwatch/metricAlarm:MetricAlarm": 3,
         "aws:cloudfront/distribution:Distribution": 1, "aws:cloudfront/originAccessControl:OriginAccessControl": 1,
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": 1,
+        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 1,
     }
     assert {t: c for t, c in counts.items() if t.startswith("aws:")} == expected
     assert counts["imagepipeline:index:ImagePipeline"] == 1
@@ -95,6 +99,52 @@ def test_backup_has_versioning_object_lock_retention_deletion_deny_and_lifecycle
     rule = lifecycle["rules"][0]
     assert rule["status"] == "Enabled" and rule["transitions"][0]["storageClass"] == "GLACIER_IR"
     assert rule["noncurrentVersionTransitions"][0]["storageClass"] == "GLACIER_IR"
+
+
+def test_uploads_are_versioned_and_previous_versions_expire(stack):
+    _, deployment = stack
+    uploads = buckets(deployment)["uploads"]["bucket"]
+    (versioning,) = attached(deployment, f"{S3}bucketVersioning:BucketVersioning", uploads)
+    assert versioning["versioningConfiguration"]["status"] == "Enabled"
+    (lifecycle,) = attached(deployment, f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration", uploads)
+    rules = {rule["id"]: rule for rule in lifecycle["rules"]}
+    assert all(rule["status"] == "Enabled" for rule in rules.values())
+    assert rules["abort-incomplete-uploads"]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 7}
+    previous = rules["expire-previous-originals"]
+    assert previous["filter"] == {} and previous["noncurrentVersionExpiration"] == {"noncurrentDays": 30}
+    assert previous["expiration"] == {"expiredObjectDeleteMarker": True}
+
+
+def test_tombstone_manifests_expire_from_the_processed_bucket(stack):
+    from pipeline.caching import TOMBSTONE_TAG
+
+    _, deployment = stack
+    processed = buckets(deployment)["processed"]["bucket"]
+    (lifecycle,) = attached(deployment, f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration", processed)
+    (rule,) = lifecycle["rules"]
+    assert rule["status"] == "Enabled" and rule["expiration"] == {"days": 7}
+    assert rule["filter"] == {"tag": {"key": TOMBSTONE_TAG[0], "value": TOMBSTONE_TAG[1]}}
+    assert TOMBSTONE_TAG == ("image-pipeline", "tombstone")
+
+
+def test_lifecycle_days_come_from_the_stack_config():
+    deployment = deploy("dev", {"uploadsNoncurrentVersionDays": "3", "tombstoneDays": "2"})
+    b = buckets(deployment)
+    (uploads,) = attached(deployment, f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                          b["uploads"]["bucket"])
+    (previous,) = [r for r in uploads["rules"] if r["id"] == "expire-previous-originals"]
+    assert previous["noncurrentVersionExpiration"] == {"noncurrentDays": 3}
+    (processed,) = attached(deployment, f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                            b["processed"]["bucket"])
+    assert processed["rules"][0]["expiration"] == {"days": 2}
+
+
+@pytest.mark.parametrize("key", ["uploadsNoncurrentVersionDays", "tombstoneDays"])
+def test_lifecycle_days_below_one_are_refused(key):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"'{key}' must be at least 1"):
+        deploy("dev", {key: "0"})
 
 
 def test_uploads_and_processed_allow_browser_cors_from_configured_origins(stack):
@@ -150,27 +200,67 @@ def test_each_role_has_exactly_its_actions_and_resources(stack):
               ("ReadOriginals", "WriteVariations", "TellMissingFromForbidden")}
     assert resize == {
         "ReadOriginals": ("Allow", ["s3:GetObject"], [f"{b['uploads']}/uploads/images/original/*"]),
-        "WriteVariations": ("Allow", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        "WriteVariations": ("Allow", ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"],
                             [f"{b['processed']}/uploads/images/*"]),
         "TellMissingFromForbidden": ("Allow", ["s3:ListBucket"], [b["uploads"], b["processed"]]),
     }
     backup = {s["Sid"]: (s["Effect"], as_list(s["Action"]), as_list(s["Resource"]))
-              for s in role_documents(deployment, "backup") if s["Sid"] in ("ReadOriginals", "PutBackups")}
+              for s in role_documents(deployment, "backup")
+              if s["Sid"] in ("ReadOriginals", "PutBackups", "ReadBackupVersions", "ListBackupVersions")}
     assert backup == {
-        "ReadOriginals": ("Allow", ["s3:GetObject", "s3:GetObjectTagging"], [f"{b['uploads']}/uploads/images/original/*"]),
+        "ReadOriginals": ("Allow", ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging",
+                                    "s3:GetObjectVersionTagging"], [f"{b['uploads']}/uploads/images/original/*"]),
         "PutBackups": ("Allow", ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"],
                        [f"{b['backup']}/uploads/images/original/*"]),
+        "ReadBackupVersions": ("Allow", ["s3:GetObjectVersion"], [f"{b['backup']}/uploads/images/original/*"]),
+        "ListBackupVersions": ("Allow", ["s3:ListBucketVersions"], [b["backup"]]),
     }
     for role in ("resize", "backup"):
         documents = role_documents(deployment, role)
         assert not any(s["Effect"] == "Allow" and ("*" in as_list(s["Resource"]) or "s3:*" in as_list(s["Action"]))
                        for s in documents)
-        assert not allowed(documents, "s3:PutObject", f"{b['uploads']}/uploads/images/original/photo.jpg")
+        for action in ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"):
+            assert not allowed(documents, action, f"{b['uploads']}/uploads/images/original/photo.jpg"), (role, action)
         for action in ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:BypassGovernanceRetention"):
             assert not allowed(documents, action, f"{b['backup']}/uploads/images/original/photo.jpg"), (role, action)
     assert allowed(role_documents(deployment, "resize"), "s3:PutObject", f"{b['processed']}/uploads/images/large/p.jpg")
     assert not allowed(role_documents(deployment, "resize"), "s3:PutObject", f"{b['backup']}/uploads/images/original/p.jpg")
     assert allowed(role_documents(deployment, "backup"), "s3:PutObject", f"{b['backup']}/uploads/images/original/p.jpg")
+
+
+def test_backup_may_copy_exactly_the_version_an_event_names_and_list_its_own_versions(stack):
+    _, deployment = stack
+    b = {role: f"arn:aws:s3:::{bucket['bucket']}" for role, bucket in buckets(deployment).items()}
+    backup = role_documents(deployment, "backup")
+    original = f"{b['uploads']}/uploads/images/original/2026/IMG_0042.HEIC"
+    for action in ("s3:GetObjectVersion", "s3:GetObjectVersionTagging"):
+        assert allowed(backup, action, original), action
+    assert allowed(backup, "s3:ListBucketVersions", b["backup"])
+    assert allowed(backup, "s3:GetObjectVersion", f"{b['backup']}/uploads/images/original/2026/IMG_0042.HEIC")
+    assert not allowed(backup, "s3:ListBucketVersions", b["uploads"])
+    assert not allowed(backup, "s3:GetObjectVersion", f"{b['processed']}/uploads/images/large/2026/IMG_0042.HEIC")
+
+
+def test_resize_may_invalidate_exactly_this_distribution(stack):
+    _, deployment = stack
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    arn = distribution.outputs["arn"]
+    assert arn == f"arn:aws:cloudfront::{ACCOUNT}:distribution/{DISTRIBUTION_ID}"
+    resize = role_documents(deployment, "resize")
+    (statement,) = [s for s in resize if "cloudfront:CreateInvalidation" in as_list(s["Action"])]
+    assert statement == {"Sid": "InvalidateChangedPaths", "Effect": "Allow", "Action": "cloudfront:CreateInvalidation",
+                         "Resource": arn}
+    assert not allowed(resize, "cloudfront:CreateInvalidation", f"arn:aws:cloudfront::{ACCOUNT}:distribution/EOTHER")
+    assert not any("cloudfront:" in str(s["Action"]) for s in role_documents(deployment, "backup"))
+
+
+def test_resize_may_tag_processed_images_only(stack):
+    _, deployment = stack
+    b = {role: f"arn:aws:s3:::{bucket['bucket']}" for role, bucket in buckets(deployment).items()}
+    resize = role_documents(deployment, "resize")
+    assert allowed(resize, "s3:PutObjectTagging", f"{b['processed']}/uploads/images/manifest/2026/IMG_0042.HEIC.json")
+    assert not allowed(resize, "s3:PutObjectTagging", f"{b['uploads']}/uploads/images/original/2026/IMG_0042.HEIC")
+    assert not allowed(resize, "s3:PutObjectTagging", f"{b['backup']}/uploads/images/original/2026/IMG_0042.HEIC")
     assert not allowed(role_documents(deployment, "backup"), "s3:PutObject", f"{b['processed']}/uploads/images/large/p.jpg")
 
 
@@ -186,6 +276,8 @@ def test_functions_runtime_memory_environment_and_artifact(stack):
     assert resize["memorySize"] == 1769 and backup["memorySize"] == 256
     b = {role: bucket["bucket"] for role, bucket in buckets(deployment).items()}
     assert resize["environment"]["variables"]["PROCESSED_BUCKET"] == b["processed"]
+    assert resize["environment"]["variables"]["CDN_DISTRIBUTION_ID"] == DISTRIBUTION_ID  # the distribution's id
+    assert "CDN_DISTRIBUTION_ID" not in backup["environment"]["variables"]
     assert backup["environment"]["variables"]["BACKUP_BUCKET"] == b["backup"]
     pipeline_config = json.loads(resize["environment"]["variables"]["PIPELINE_CONFIG"])
     assert pipeline_config["plugins"]["webp"]["enabled"] is True
@@ -255,13 +347,85 @@ def test_cdn_origins_access_control_behaviours_and_https(stack):
     (headers,) = deployment.of_type("aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy")
     for behaviour in behaviours + [inputs["defaultCacheBehavior"]]:
         assert behaviour["viewerProtocolPolicy"] == "redirect-to-https"
-        assert behaviour["cachePolicyId"] == "658327ea-f89d-4fab-a63d-7e88639e58f6"
         assert behaviour["compress"] is True and behaviour["responseHeadersPolicyId"] == "cdn-headers-id"
     security = headers.inputs["securityHeadersConfig"]
     assert security["strictTransportSecurity"]["accessControlMaxAgeSec"] >= 31536000
     assert security["contentTypeOptions"]["override"] is True and security["frameOptions"]["frameOption"] == "DENY"
     assert inputs["priceClass"] == ("PriceClass_All" if name == "prod" else "PriceClass_100")
     assert inputs["viewerCertificate"] == {"cloudfrontDefaultCertificate": True}
+
+
+def test_every_behaviour_keys_the_cache_on_v_only_and_sets_cache_control_on_the_way_out(stack):
+    from pipeline.caching import VERSIONED_CACHE
+
+    _, deployment = stack
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    (policy,) = deployment.of_type("aws:cloudfront/cachePolicy:CachePolicy")
+    (function,) = deployment.of_type("aws:cloudfront/function:Function")
+    behaviours = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
+    assert len(behaviours) == 3
+    for behaviour in behaviours:
+        assert behaviour["cachePolicyId"] == CACHE_POLICY_ID
+        assert behaviour["functionAssociations"] == [{"eventType": "viewer-response",
+                                                      "functionArn": function.outputs["arn"]}]
+    key = policy.inputs["parametersInCacheKeyAndForwardedToOrigin"]
+    assert key["queryStringsConfig"] == {"queryStringBehavior": "whitelist", "queryStrings": {"items": ["v"]}}
+    assert key["headersConfig"] == {"headerBehavior": "none"} and key["cookiesConfig"] == {"cookieBehavior": "none"}
+    assert key["enableAcceptEncodingGzip"] is True and key["enableAcceptEncodingBrotli"] is True
+    assert (policy.inputs["minTtl"], policy.inputs["defaultTtl"], policy.inputs["maxTtl"]) == (0, 120, 31536000)
+    assert function.inputs["runtime"] == "cloudfront-js-2.0" and function.inputs["publish"] is True
+    assert VERSIONED_CACHE in function.inputs["code"]
+    errors = {e["errorCode"]: e for e in distribution.inputs["customErrorResponses"]}
+    assert set(errors) == {403, 404}
+    assert all(e["errorCachingMinTtl"] <= 5 and "responseCode" not in e and "responsePagePath" not in e
+               for e in errors.values())
+
+
+@pytest.mark.parametrize("has_version, origin, expected", [
+    (True, None, "public, max-age=31536000, immutable"),
+    (True, "public, max-age=120", "public, max-age=31536000, immutable"),
+    (False, "public, max-age=60", "public, max-age=60"),  # a manifest keeps its own
+    (False, "no-store", "no-store"),
+    (False, None, "public, max-age=120"),
+    (False, "", "public, max-age=120"),
+])
+def test_the_viewer_cache_control_rule(has_version, origin, expected):
+    from infra.cdn import viewer_cache_control
+
+    assert viewer_cache_control(has_version, origin) == expected
+
+
+def test_the_function_code_is_made_of_exactly_the_shared_constants():
+    from infra.cdn import VIEWER_RESPONSE_CODE
+    from pipeline.caching import VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE
+
+    literals = re.findall(r'"((?:[^"\\]|\\.)*)"', VIEWER_RESPONSE_CODE)
+    assert sorted(set(literals)) == sorted({"cache-control", VERSION_PARAMETER, VERSIONED_CACHE, VARIATION_CACHE})
+    assert "'" not in VIEWER_RESPONSE_CODE and "max-age" not in re.sub(r'"[^"]*"', "", VIEWER_RESPONSE_CODE)
+    assert len(VIEWER_RESPONSE_CODE.encode()) < 1024  # CloudFront allows 10 KB; small is the point
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the function's JavaScript")
+@pytest.mark.parametrize("query, has_version", [
+    ({"v": {"value": "3f2a9c"}, "w": {"value": "1"}}, True),
+    ({"v": {"value": "3f2a9c", "multiValue": [{"value": "3f2a9c"}, {"value": "0"}]}}, True),
+    ({"w": {"value": "1"}}, False),
+    ({"v": {"value": ""}}, False),  # `?v=` names no version
+    ({}, False),
+])
+@pytest.mark.parametrize("origin", [None, "", "public, max-age=60", "public, max-age=120"])
+def test_the_function_applies_the_same_rule_as_python(query, has_version, origin):
+    """CloudFront's runtime is not node, but this code uses nothing either lacks."""
+    from infra.cdn import VIEWER_RESPONSE_CODE, viewer_cache_control
+
+    event = {"request": {"querystring": query},
+             "response": {"statusCode": 200,
+                          "headers": {} if origin is None else {"cache-control": {"value": origin}}}}
+    script = f"{VIEWER_RESPONSE_CODE}\nprocess.stdout.write(JSON.stringify(handler({json.dumps(event)})));"
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
+    response = json.loads(result.stdout)
+    assert response["statusCode"] == 200
+    assert response["headers"]["cache-control"] == {"value": viewer_cache_control(has_version, origin)}
 
 
 def test_served_bucket_policies_let_only_this_distribution_read(stack):
@@ -286,13 +450,16 @@ def test_outputs(stack):
     assert exports["topicArn"].startswith("arn:aws:sns:") and exports["deadLetterQueueUrl"].startswith("https://sqs.")
     assert exports["resizeFunction"] == f"image-pipeline-{name}-resize"
     patterns = exports["urlPatterns"]
-    assert patterns["original"] == "https://d111111abcdef8.cloudfront.net/uploads/images/original/{path}"
-    assert patterns["square_small"] == ("https://d111111abcdef8.cloudfront.net/uploads/images/square_small/"
-                                        "{path without extension}.jpg")
-    assert set(patterns) >= {"large", "medium", "small", "xsmall", "square_medium", "square_small", "manifest"}
-    # both stacks turn the webp plugin on: its files have their own patterns
-    assert patterns["large.webp"] == ("https://d111111abcdef8.cloudfront.net/uploads/images/large/"
-                                      "{path without extension}.webp")
+    base = "https://d111111abcdef8.cloudfront.net/uploads/images"
+    assert patterns["original"] == f"{base}/original/{{path}}"
+    assert patterns["manifest"] == f"{base}/manifest/{{path}}.json"
+    for variation in ("large", "medium", "small", "xsmall", "square_medium", "square_small"):
+        assert patterns[variation] == f"{base}/{variation}/{{path}}"
+    # both stacks turn the webp plugin on: its files have their own prefix, the original's path kept
+    assert patterns["large.webp"] == f"{base}/large.webp/{{path}}"
+    assert patterns["square_small.webp"] == f"{base}/square_small.webp/{{path}}"
+    assert not any(key.endswith(".avif") for key in patterns)
+    assert all(pattern.startswith(f"{base}/") and "{path}" in pattern for pattern in patterns.values())
 
 
 def test_custom_domain_and_certificate():
