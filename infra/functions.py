@@ -58,11 +58,13 @@ class Functions(pulumi.ComponentResource):
                 lambda b: json.dumps(policies.backup_s3_policy(b[0], b[1]))),
         }
         environments = {
-            "resize": {"PROCESSED_BUCKET": buckets["processed"].bucket,
+            "resize": {"UPLOADS_BUCKET": buckets["uploads"].bucket,
+                       "PROCESSED_BUCKET": buckets["processed"].bucket,
                        "PIPELINE_CONFIG": settings.pipeline.to_json(),
                        DISTRIBUTION_ENV: args.distribution.id,
                        "POWERTOOLS_SERVICE_NAME": "image-pipeline-resize"},
-            "backup": {"BACKUP_BUCKET": buckets["backup"].bucket,
+            "backup": {"UPLOADS_BUCKET": buckets["uploads"].bucket,
+                       "BACKUP_BUCKET": buckets["backup"].bucket,
                        "POWERTOOLS_SERVICE_NAME": "image-pipeline-backup"},
         }
         sizes = {"resize": (settings.resize_memory_mb, settings.resize_timeout_s),

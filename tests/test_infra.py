@@ -279,6 +279,8 @@ def test_functions_runtime_memory_environment_and_artifact(stack):
     assert resize["environment"]["variables"]["CDN_DISTRIBUTION_ID"] == DISTRIBUTION_ID  # the distribution's id
     assert "CDN_DISTRIBUTION_ID" not in backup["environment"]["variables"]
     assert backup["environment"]["variables"]["BACKUP_BUCKET"] == b["backup"]
+    for function in (resize, backup):  # the handlers act on records of this bucket only
+        assert function["environment"]["variables"]["UPLOADS_BUCKET"] == b["uploads"]
     pipeline_config = json.loads(resize["environment"]["variables"]["PIPELINE_CONFIG"])
     assert pipeline_config["plugins"]["webp"]["enabled"] is True
     assert ("watermark" in pipeline_config["plugins"]) == (name == "prod")
