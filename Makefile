@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO := .cache/demo
 SIMD_VENV := .cache/pillow-simd-venv
 
-.PHONY: test demo bench bench-simd clean
+.PHONY: test demo bench bench-simd clean mutation interleavings
 
 $(STAMP): requirements/dev.txt requirements/lambda.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,15 @@ bench-simd: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
+
+# Mutation testing of the data path and the guardrails (minutes; not part of `make test`).
+# The interleaving test explores one switch per schedule here, two in `make test`'s two-event cases.
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/mutation.txt
+	rm -rf mutants
+	INTERLEAVING_BOUND=1 $(BIN)/mutmut run
+	$(BIN)/mutmut results
+
+# Every scenario of tests/test_interleavings.py with two switches per schedule (1151 schedules).
+interleavings: $(STAMP)
+	INTERLEAVING_BOUND=2 $(BIN)/python -m pytest tests/test_interleavings.py -q -s

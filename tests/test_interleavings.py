@@ -180,4 +180,4 @@ def test_every_interleaving_ends_in_the_final_state(stack, name, capsys):
     count = explore(lambda run_index: scenario_actors(stack, steps, run_index, results), check, bound)
     with capsys.disabled():
         print(f"\n  {name}: {count} interleavings (up to {bound} switches), each ends in the final state")
-    assert count >= 20, "the exploration must really branch"
+    assert count > 5 * bound, "the exploration must really branch"
