@@ -1,18 +1,30 @@
 """Runs the real Pulumi program (__main__.py) under pulumi.runtime.set_mocks for a stack file.
 
-Config comes from Pulumi.yaml's defaults overlaid with Pulumi.<stack>.yaml, as the CLI does.
+Config comes from Pulumi.yaml's defaults overlaid with Pulumi.<stack>.yaml, as the CLI does, plus
+what the README tells a user of that stack to set before the first `pulumi up` (USER_SET).
 `preview=False`, so every value is known and no assertion can be skipped by an unknown.
+
+Besides each resource's inputs and outputs, the harness records what the engine would receive
+with it: its URN, its parent, the resources it depends on (explicit `depends_on` and those its
+inputs come from), and its `protect` and `retain_on_delete` options, resolved through the parent
+chain as the engine does (the Python SDK fills in `protect` from the parent itself; an unset
+`retain_on_delete` is inherited from the parent by the engine). Warnings the program logs
+(`pulumi.log.warn`) are kept too.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import runpy
+import threading
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 
 import pulumi
 import yaml
+from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "image-pipeline"
@@ -20,6 +32,12 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 CACHE_POLICY_ID = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 DISTRIBUTION_ID = "E2EXAMPLE0CDN"
+# Who runs `pulumi up` in these tests: the caller identity the mocks answer, and the stack setting
+# that names it (a role deploys; getCallerIdentity answers with its session's ARN).
+DEPLOYER_ARN = f"arn:aws:iam::{ACCOUNT}:role/image-pipeline-deployer"
+CALLER_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/image-pipeline-deployer/ci"
+# What the README tells a user of each stack file to set before the first `pulumi up`.
+USER_SET = {"prod": {"deployerArn": DEPLOYER_ARN}}
 
 
 @dataclass
@@ -28,12 +46,19 @@ class Registered:
     name: str
     inputs: dict
     outputs: dict
+    urn: str = ""
+    parent: str = ""  # the parent's URN
+    custom: bool = True
+    protect: bool | None = None  # as requested; see Deployment.protected
+    retain_on_delete: bool | None = None  # as requested; see Deployment.retained
+    dependencies: set[str] = field(default_factory=set)  # URNs
 
 
 @dataclass
 class Deployment:
     resources: list[Registered] = field(default_factory=list)
     exports: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def of_type(self, token: str) -> list[Registered]:
         return [r for r in self.resources if r.type == token]
@@ -42,10 +67,59 @@ class Deployment:
         (found,) = [r for r in self.resources if r.name == name]
         return found
 
+    def by_urn(self, urn: str) -> Registered:
+        (found,) = [r for r in self.resources if r.urn == urn]
+        return found
+
+    def _inherited(self, resource: Registered, option: str) -> bool:
+        while resource is not None:
+            value = getattr(resource, option)
+            if value is not None:
+                return value
+            resource = next((r for r in self.resources if r.urn == resource.parent), None)
+        return False
+
+    def protected(self, resource: Registered) -> bool:
+        return self._inherited(resource, "protect")
+
+    def retained(self, resource: Registered) -> bool:
+        """Would `pulumi destroy` (or a replacement) leave it in the cloud?"""
+        return self._inherited(resource, "retain_on_delete")
+
+    def depends_on(self, resource: Registered, other: Registered) -> bool:
+        """Does `resource` depend on `other`, directly or through other resources? Then the engine
+        creates it only after `other` exists and deletes it before `other` is deleted."""
+        seen, todo = set(), list(resource.dependencies)
+        while todo:
+            urn = todo.pop()
+            if urn == other.urn:
+                return True
+            if urn not in seen:
+                seen.add(urn)
+                todo.extend(next((r.dependencies for r in self.resources if r.urn == urn), ()))
+        return False
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock monitor, remembering the request being registered so that the mocks can record
+    the options the engine would get with it."""
+
+    def __init__(self, mocks: "Mocks"):
+        super().__init__(mocks)
+        self.current = threading.local()
+
+    def RegisterResource(self, request):
+        self.current.request = request
+        try:
+            return super().RegisterResource(request)
+        finally:
+            self.current.request = None
+
 
 class Mocks(pulumi.runtime.Mocks):
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
+        self.monitor: RecordingMonitor | None = None
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
@@ -81,19 +155,42 @@ class Mocks(pulumi.runtime.Mocks):
             resource_id = DISTRIBUTION_ID
             outputs.update(arn=f"arn:aws:cloudfront::{ACCOUNT}:distribution/{resource_id}",
                            domainName="d111111abcdef8.cloudfront.net")
-        self.deployment.resources.append(Registered(kind, args.name, dict(args.inputs), outputs))
+        registered = Registered(kind, args.name, dict(args.inputs), outputs, custom=bool(args.custom))
+        request = getattr(self.monitor.current, "request", None) if self.monitor else None
+        if request is not None:
+            registered.urn = self.monitor.make_urn(request.parent, request.type, request.name)
+            registered.parent = request.parent
+            registered.protect = request.protect if request.HasField("protect") else None
+            registered.retain_on_delete = request.retainOnDelete if request.HasField("retainOnDelete") else None
+            registered.dependencies = set(request.dependencies) | {
+                urn for urns in request.propertyDependencies.values() for urn in urns.urns}
+        self.deployment.resources.append(registered)
         return [resource_id, outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/ci", "userId": "AIDA", "id": ACCOUNT}
+            return {"accountId": ACCOUNT, "arn": CALLER_ARN, "userId": "AROAEXAMPLE:ci", "id": ACCOUNT}
         raise AssertionError(f"the program made an unexpected call: {args.token}")
+
+
+class _Warnings(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+_loggers = count()
 
 
 def stack_config(stack: str) -> dict[str, str]:
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     values = {f"{PROJECT}:{key}": spec["default"] for key, spec in project["config"].items() if "default" in spec}
     values.update(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
+    for key, value in USER_SET.get(stack, {}).items():
+        values.setdefault(f"{PROJECT}:{key}", value)
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 
@@ -103,7 +200,13 @@ def deploy(stack: str, overrides: dict[str, str] | None = None) -> Deployment:
     config = stack_config(stack)
     config.update({f"{PROJECT}:{key}": value for key, value in (overrides or {}).items()})
     pulumi.runtime.set_all_config(config)
-    pulumi.runtime.set_mocks(Mocks(deployment), project=PROJECT, stack=stack, preview=False)
+    mocks = Mocks(deployment)
+    mocks.monitor = RecordingMonitor(mocks)
+    logger = logging.getLogger(f"pulumi-harness-{next(_loggers)}")
+    logger.propagate = False
+    logger.addHandler(_Warnings(deployment.warnings))
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger,
+                             monitor=mocks.monitor)
 
     @pulumi.runtime.test
     def program():
