@@ -1,4 +1,4 @@
-"""IAM and resource policy documents, as plain data built from plain strings.
+"""IAM and resource policy documents, as plain data built from plain strings, and a small evaluator of them.
 
 Pure functions, so that the same documents are asserted by the tests and so that each is known
 at preview time (bucket ARNs come from bucket names, which autonaming fixes before creation).
@@ -6,6 +6,7 @@ at preview time (bucket ARNs come from bucket names, which autonaming fixes befo
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 ORIGINALS = "uploads/images/original/*"
@@ -16,6 +17,8 @@ BACKUP_PROTECTED_ACTIONS = [
     "s3:BypassGovernanceRetention", "s3:PutBucketObjectLockConfiguration", "s3:PutBucketVersioning",
     "s3:PutLifecycleConfiguration", "s3:DeleteBucket",
 ]
+# The account's root user may always read, put and delete a bucket policy, whatever it says.
+ROOT_MAY_ALWAYS = ("s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy")
 
 
 def bucket_arn(name: str) -> str:
@@ -128,3 +131,115 @@ def runtime_policy(log_group_arn: str, dead_letter_queue_arn: str) -> dict[str, 
         {"Sid": "FailedEventsToDeadLetters", "Effect": "Allow", "Action": "sqs:SendMessage",
          "Resource": dead_letter_queue_arn},
     )
+
+
+# --- Evaluation -------------------------------------------------------------------------------
+# Enough of IAM's policy logic to judge our own documents: Allow/Deny with an explicit Deny
+# winning, Action/NotAction (case-insensitive, * and ? wildcards), Resource/NotResource,
+# Principal ("*", {"AWS": ...}, {"Service": ...}) and the condition operators below. Anything
+# else raises rather than being skipped.
+
+
+def _wildcard(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
+
+
+def _arn_like(pattern: str, value: str) -> bool:
+    """ArnLike/ArnEquals: each of the six colon-separated parts matched on its own, case-sensitively."""
+    patterns, values = pattern.split(":", 5), value.split(":", 5)
+    return len(patterns) == len(values) == 6 and all(map(_wildcard, patterns, values))
+
+
+_OPERATORS = {
+    "StringEquals": (lambda p, v: p == v, False),
+    "StringNotEquals": (lambda p, v: p == v, True),
+    "StringLike": (_wildcard, False),
+    "StringNotLike": (_wildcard, True),
+    "ArnEquals": (_arn_like, False),
+    "ArnLike": (_arn_like, False),
+    "ArnNotEquals": (_arn_like, True),
+    "ArnNotLike": (_arn_like, True),
+    "Bool": (lambda p, v: str(p).lower() == str(v).lower(), False),
+}
+
+
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _condition_holds(condition: dict, context: dict[str, str]) -> bool:
+    for operator, keys in condition.items():
+        if operator not in _OPERATORS:
+            raise ValueError(f"condition operator {operator} is not modelled")
+        matches, negated = _OPERATORS[operator]
+        for key, patterns in keys.items():
+            value = context.get(key)
+            if value is None:  # a missing key fails a condition, and satisfies a negated one
+                holds = negated
+            else:
+                hit = any(matches(str(p), value) for p in _listed(patterns))
+                holds = not hit if negated else hit
+            if not holds:
+                return False
+    return True
+
+
+def _principal_matches(principal: Any, principal_arn: str) -> bool:
+    if principal == "*":
+        return True
+    if not isinstance(principal, dict):
+        raise ValueError(f"principal {principal!r} is not modelled")
+    aws = _listed(principal.get("AWS", []))
+    if any(re.fullmatch(r"\d{12}|arn:[^:]+:iam::\d{12}:root", a) for a in aws):
+        raise ValueError("an account as principal (any of its principals) is not modelled")
+    services = _listed(principal.get("Service", []))
+    return "*" in aws or principal_arn in aws or principal_arn in services
+
+
+def evaluate(document: dict, action: str, resource: str, principal_arn: str,
+             context: dict[str, str] | None = None) -> str | None:
+    """What a resource policy says about one request: "Deny" (an explicit deny applies), "Allow" (an
+    allow applies, no deny does) or None (it says nothing: within the account, the principal's own
+    IAM policies decide). `context` holds condition keys; aws:PrincipalArn is `principal_arn`."""
+    context = {"aws:PrincipalArn": principal_arn, **(context or {})}
+    verdict = None
+    for statement in _listed(document["Statement"]):
+        if "NotPrincipal" in statement:
+            raise ValueError("NotPrincipal is not modelled")
+        if "Action" in statement:
+            acts = any(_wildcard(a, action, ignore_case=True) for a in _listed(statement["Action"]))
+        else:
+            acts = not any(_wildcard(a, action, ignore_case=True) for a in _listed(statement["NotAction"]))
+        if "Resource" in statement:
+            on = any(_wildcard(r, resource) for r in _listed(statement["Resource"]))
+        else:
+            on = not any(_wildcard(r, resource) for r in _listed(statement["NotResource"]))
+        if not (acts and on and _principal_matches(statement.get("Principal", "*"), principal_arn)
+                and _condition_holds(statement.get("Condition", {}), context)):
+            continue
+        if statement["Effect"] == "Deny":
+            return "Deny"
+        verdict = "Allow"
+    return verdict
+
+
+def bucket_request_allowed(bucket_policy: dict | None, action: str, resource: str, principal_arn: str,
+                           context: dict[str, str] | None = None) -> bool:
+    """May a principal of the bucket's own account, whose IAM policies allow `action`, make this S3
+    request while `bucket_policy` (None: no policy yet) is in force? Yes, unless the policy denies
+    it, and the root user's policy calls always go through (ROOT_MAY_ALWAYS)."""
+    if principal_arn.endswith(":root") and action in ROOT_MAY_ALWAYS:
+        return True
+    return bucket_policy is None or evaluate(bucket_policy, action, resource, principal_arn, context) != "Deny"
+
+
+def is_principal(caller_arn: str, principal_arn: str) -> bool:
+    """Is the caller (sts get-caller-identity) the IAM principal `principal_arn` (as aws:PrincipalArn
+    names it)? A role's session arn:aws:sts::A:assumed-role/N/S is the role arn:aws:iam::A:role/<path>N;
+    anything else is compared as it is."""
+    session = re.fullmatch(r"arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+", caller_arn)
+    if session:
+        partition, account, role = session.groups()
+        return re.fullmatch(rf"arn:{partition}:iam::{account}:role/(.+/)?{re.escape(role)}", principal_arn) is not None
+    return caller_arn == principal_arn

@@ -480,3 +480,70 @@ def test_a_domain_without_certificate_is_refused():
 
     with pytest.raises(ConfigError, match="'domainName' and 'certificateArn' go together"):
         deploy("dev", {"domainName": "images.example.com"})
+
+
+# --- The policy evaluator the lifecycle tests rely on -------------------------------------------------
+
+@pytest.mark.parametrize("statement, action, resource, principal, context, expected", [
+    ({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"},
+     "s3:GetObject", "arn:aws:s3:::b/k", "p", {}, "Allow"),
+    ({"Effect": "Allow", "Principal": "*", "Action": "S3:get*", "Resource": "arn:aws:s3:::b/*"},
+     "s3:GetObject", "arn:aws:s3:::b/k", "p", {}, "Allow"),  # actions: case-insensitive wildcards
+    ({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::B/*"},
+     "s3:GetObject", "arn:aws:s3:::b/k", "p", {}, None),  # resources: case-sensitive
+    ({"Effect": "Deny", "Principal": "*", "NotAction": "s3:Get*", "Resource": "*"},
+     "s3:PutObject", "arn:aws:s3:::b/k", "p", {}, "Deny"),
+    ({"Effect": "Deny", "Principal": "*", "NotAction": "s3:Get*", "Resource": "*"},
+     "s3:GetObject", "arn:aws:s3:::b/k", "p", {}, None),
+    ({"Effect": "Deny", "Principal": {"AWS": ["arn:aws:iam::1:role/a"]}, "Action": "*", "Resource": "*"},
+     "s3:GetObject", "x", "arn:aws:iam::1:role/b", {}, None),
+    ({"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*",
+      "Condition": {"ArnNotEquals": {"aws:PrincipalArn": "arn:aws:iam::1:role/a"}}},
+     "s3:PutBucketPolicy", "x", "arn:aws:iam::1:role/a", {}, None),
+    ({"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*",
+      "Condition": {"ArnNotEquals": {"aws:PrincipalArn": "arn:aws:iam::1:role/a"}}},
+     "s3:PutBucketPolicy", "x", "arn:aws:iam::1:role/A", {}, "Deny"),  # ARNs: case-sensitive
+    ({"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*",
+      "Condition": {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::1:role/*"}}},
+     "s3:PutBucketPolicy", "x", "arn:aws:iam::1:user/u", {}, None),
+    ({"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*",
+      "Condition": {"StringNotEquals": {"aws:PrincipalTag/team": "ops"}}},
+     "s3:PutBucketPolicy", "x", "arn:aws:iam::1:role/a", {}, "Deny"),  # a missing key satisfies a negated operator
+    ({"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*",
+      "Condition": {"StringEquals": {"aws:PrincipalTag/team": "ops"}}},
+     "s3:PutBucketPolicy", "x", "arn:aws:iam::1:role/a", {}, None),  # and fails a plain one
+    ({"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*",
+      "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+     "s3:GetObject", "x", "p", {"aws:SecureTransport": "true"}, None),
+])
+def test_the_policy_evaluator(statement, action, resource, principal, context, expected):
+    from infra.policies import document, evaluate
+
+    assert evaluate(document(statement), action, resource, principal, context) == expected
+
+
+def test_an_explicit_deny_wins_and_what_is_not_modelled_raises():
+    from infra.policies import document, evaluate
+
+    allow = {"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": "*"}
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject", "Resource": "*"}
+    assert evaluate(document(allow, deny), "s3:DeleteObject", "x", "p") == "Deny"
+    assert evaluate(document(deny, allow), "s3:GetObject", "x", "p") == "Allow"
+    for unmodelled in ({**deny, "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}},
+                       {**deny, "Principal": {"AWS": "123456789012"}}):
+        with pytest.raises(ValueError):
+            evaluate(document(unmodelled), "s3:DeleteObject", "x", "p")
+
+
+@pytest.mark.parametrize("caller, principal, expected", [
+    (f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/ci", f"arn:aws:iam::{ACCOUNT}:role/deployer", True),
+    (f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/ci", f"arn:aws:iam::{ACCOUNT}:role/ci/deployer", True),
+    (f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/ci", f"arn:aws:iam::{ACCOUNT}:role/other", False),
+    (f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/ci", f"arn:aws:iam::999999999999:role/deployer", False),
+    (f"arn:aws:iam::{ACCOUNT}:user/ci", f"arn:aws:iam::{ACCOUNT}:user/ci", True),
+    (f"arn:aws:iam::{ACCOUNT}:user/ci", f"arn:aws:iam::{ACCOUNT}:role/ci", False),
+])
+def test_is_principal(caller, principal, expected):
+    from infra.policies import is_principal
+
+    assert is_principal(caller, principal) is expected
