@@ -1,9 +1,14 @@
 """Every stack setting, read in one place. Pulumi.yaml describes each key and gives its default;
-stack files (Pulumi.dev.yaml, Pulumi.prod.yaml) hold values only."""
+stack files (Pulumi.dev.yaml, Pulumi.prod.yaml) hold values only.
+
+`_check` refuses what AWS would refuse later, with a message naming the key; `advice` returns what
+is allowed but weakens a protection, which `read_settings` logs as warnings.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -12,6 +17,8 @@ from pipeline.config import ConfigError, PipelineConfig
 
 RETENTION_MODES = ("GOVERNANCE", "COMPLIANCE")
 PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
+# aws:PrincipalArn is an IAM user's or role's ARN (or the account root), never an STS session's.
+PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(root|user/.+|role/.+)$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,10 @@ class StackSettings:
     certificate_arn: str | None
     alarm_email: str | None
     pipeline: PipelineConfig
+    # Data lifecycle (README, Deploy): protect the buckets from `pulumi destroy`, and who may
+    # change the backup bucket's settings and policy.
+    protect_data: bool = True
+    deployer_arn: str | None = None
 
 
 def read_settings() -> StackSettings:
@@ -68,8 +79,12 @@ def read_settings() -> StackSettings:
         certificate_arn=config.get("certificateArn") or None,
         alarm_email=config.get("alarmEmail") or None,
         pipeline=pipeline_config,
+        protect_data=config.require_bool("protectData"),
+        deployer_arn=config.get("deployerArn") or None,
     )
     _check(settings)
+    for warning in advice(settings):
+        pulumi.log.warn(warning)
     return settings
 
 
@@ -94,3 +109,30 @@ def _check(settings: StackSettings) -> None:
                       ("tombstoneDays", settings.tombstone_days)):
         if days < 1:
             raise ConfigError(f"stack config '{key}' must be at least 1 (days), not {days}")
+    if settings.deployer_arn:
+        _check_deployer(settings.deployer_arn)
+    elif settings.protect_data:
+        raise ConfigError("stack config 'deployerArn' is required while 'protectData' is true: the ARN of the IAM "
+                          "role or user that runs `pulumi up` (arn:aws:iam::<account>:role/<name>), the only "
+                          "principal the backup bucket's policy lets change its settings and policy")
+
+
+
+def _check_deployer(arn: str) -> None:
+    if ":assumed-role/" in arn:
+        raise ConfigError(f"stack config 'deployerArn' must be the role's ARN (arn:aws:iam::<account>:role/<name>), "
+                          f"not a session's ({arn}): aws:PrincipalArn, which the backup bucket's policy compares, "
+                          f"is the role's")
+    if not PRINCIPAL_ARN.match(arn):
+        raise ConfigError(f"stack config 'deployerArn' must be an IAM role or user ARN "
+                          f"(arn:aws:iam::<account>:role/<name> or :user/<name>), not {arn!r}")
+
+
+
+def advice(settings: StackSettings) -> list[str]:
+    """Settings that weaken a protection: warnings."""
+    warnings = []
+    if not settings.deployer_arn:
+        warnings.append("no 'deployerArn': the backup bucket's policy denies deleting and unlocking backups to "
+                        "everyone, but anyone allowed by IAM may change its settings and policy")
+    return warnings

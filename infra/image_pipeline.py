@@ -25,13 +25,15 @@ class ImagePipeline(pulumi.ComponentResource):
         super().__init__("imagepipeline:index:ImagePipeline", name, None, opts)
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        account_id = aws.get_caller_identity_output().account_id
+        caller = aws.get_caller_identity_output()
+        account_id = caller.account_id
         self.storage = Storage("storage", StorageArgs(
             cors_origins=settings.cors_origins, backup_retention_mode=settings.backup_retention_mode,
             backup_retention_days=settings.backup_retention_days,
             backup_transition_days=settings.backup_transition_days,
             uploads_noncurrent_version_days=settings.uploads_noncurrent_version_days,
-            tombstone_days=settings.tombstone_days), child)
+            tombstone_days=settings.tombstone_days, protect_data=settings.protect_data,
+            deployer_arn=settings.deployer_arn, caller_arn=caller.arn), child)
         self.events = Events("events", EventsArgs(self.storage.buckets["uploads"], account_id), child)
         # The CDN comes before the functions: the resize function invalidates its changed paths.
         # Nothing of the CDN depends on the functions, so there is no cycle.

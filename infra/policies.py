@@ -11,14 +11,27 @@ from typing import Any
 
 ORIGINALS = "uploads/images/original/*"
 IMAGES = "uploads/images/*"
-# Changing or removing what object lock protects: denied to everyone on the backup bucket.
-BACKUP_PROTECTED_ACTIONS = [
+# The backup bucket's policy (backup_bucket_policy) sorts what could weaken a backup in three:
+# - removing or unlocking what object lock protects, or the bucket itself: denied to every
+#   principal, the deployer included (the stack never deletes or unlocks a backup, and retains the
+#   bucket on `pulumi destroy`);
+BACKUP_OBJECT_PROTECTION = [
     "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
-    "s3:BypassGovernanceRetention", "s3:PutBucketObjectLockConfiguration", "s3:PutBucketVersioning",
-    "s3:PutLifecycleConfiguration", "s3:DeleteBucket",
+    "s3:BypassGovernanceRetention", "s3:DeleteBucket",
 ]
-# The account's root user may always read, put and delete a bucket policy, whatever it says.
+# - the bucket's settings, which the stack manages (each S3 call that writes one needs one of these:
+#   "Required permissions for Amazon S3 API operations"): denied to all but the deployer;
+BACKUP_BUCKET_SETTINGS = [
+    "s3:PutBucketObjectLockConfiguration", "s3:PutBucketVersioning", "s3:PutLifecycleConfiguration",
+    "s3:PutEncryptionConfiguration", "s3:PutBucketPublicAccessBlock", "s3:PutBucketOwnershipControls",
+    "s3:PutBucketAcl", "s3:PutReplicationConfiguration",
+]
+# - the policy itself: denied to all but the deployer. (The account's root user may always read,
+#   put and delete a bucket policy, whatever it says: ROOT_MAY_ALWAYS.)
+BUCKET_POLICY_CHANGES = ["s3:PutBucketPolicy", "s3:DeleteBucketPolicy"]
 ROOT_MAY_ALWAYS = ("s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy")
+# The backup function's role may do none of it.
+BACKUP_PROTECTED_ACTIONS = BACKUP_OBJECT_PROTECTION + BACKUP_BUCKET_SETTINGS + BUCKET_POLICY_CHANGES
 
 
 def bucket_arn(name: str) -> str:
@@ -46,13 +59,28 @@ def served_bucket_policy(bucket: str, prefix: str, distribution_arn: str) -> dic
     return document(deny_insecure_transport(bucket), allow_cloudfront_reads(bucket, prefix, distribution_arn))
 
 
-def backup_bucket_policy(bucket: str) -> dict[str, Any]:
-    """Backup: TLS only, and nobody (of this account or any other) may delete or unlock anything."""
-    return document(
+def backup_bucket_policy(bucket: str, deployer_arn: str | None) -> dict[str, Any]:
+    """Backup: TLS only; nobody (of this account or any other) may delete or unlock a backup or delete
+    the bucket; and nobody but `deployer_arn` may change the bucket's settings or this policy.
+
+    Without a deployer (allowed while the stack does not protect its data) the last two statements
+    are left out rather than written to deny everyone: that would also deny the stack's own next
+    `pulumi up`."""
+    everything = [bucket_arn(bucket), f"{bucket_arn(bucket)}/*"]
+    statements = [
         deny_insecure_transport(bucket),
-        {"Sid": "DenyDeletionAndUnlocking", "Effect": "Deny", "Principal": "*", "Action": BACKUP_PROTECTED_ACTIONS,
-         "Resource": [bucket_arn(bucket), f"{bucket_arn(bucket)}/*"]},
-    )
+        {"Sid": "DenyDeletionAndUnlocking", "Effect": "Deny", "Principal": "*", "Action": BACKUP_OBJECT_PROTECTION,
+         "Resource": everything},
+    ]
+    if deployer_arn:
+        but_the_deployer = {"ArnNotEquals": {"aws:PrincipalArn": deployer_arn}}
+        statements += [
+            {"Sid": "DenySettingChangesButByTheDeployer", "Effect": "Deny", "Principal": "*",
+             "Action": BACKUP_BUCKET_SETTINGS, "Resource": bucket_arn(bucket), "Condition": but_the_deployer},
+            {"Sid": "DenyPolicyChangesButByTheDeployer", "Effect": "Deny", "Principal": "*",
+             "Action": BUCKET_POLICY_CHANGES, "Resource": bucket_arn(bucket), "Condition": but_the_deployer},
+        ]
+    return document(*statements)
 
 
 def topic_policy(topic_arn: str, uploads_bucket: str, account_id: str) -> dict[str, Any]:

@@ -188,9 +188,8 @@ _loggers = count()
 def stack_config(stack: str) -> dict[str, str]:
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     values = {f"{PROJECT}:{key}": spec["default"] for key, spec in project["config"].items() if "default" in spec}
+    values.update({f"{PROJECT}:{key}": value for key, value in USER_SET.get(stack, {}).items()})
     values.update(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
-    for key, value in USER_SET.get(stack, {}).items():
-        values.setdefault(f"{PROJECT}:{key}", value)
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 

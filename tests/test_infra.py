@@ -7,10 +7,11 @@ import re
 import shutil
 import subprocess
 from collections import Counter
+from dataclasses import dataclass
 
 import pytest
 
-from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, DISTRIBUTION_ID, deploy
+from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, DEPLOYER_ARN, DISTRIBUTION_ID, deploy
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -94,7 +95,9 @@ def test_backup_has_versioning_object_lock_retention_deletion_deny_and_lifecycle
     (deny,) = [s for s in statements(policy["policy"]) if s["Sid"] == "DenyDeletionAndUnlocking"]
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and "Condition" not in deny
     assert {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:BypassGovernanceRetention",
-            "s3:PutBucketObjectLockConfiguration"} <= set(deny["Action"])
+            "s3:DeleteBucket"} <= set(deny["Action"])
+    # settings are the deployer's to change: see test_the_backup_policy_* below
+    assert not any(a.startswith("s3:PutBucket") or a == "s3:PutLifecycleConfiguration" for a in deny["Action"])
     (lifecycle,) = attached(deployment, f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration", backup["bucket"])
     rule = lifecycle["rules"][0]
     assert rule["status"] == "Enabled" and rule["transitions"][0]["storageClass"] == "GLACIER_IR"
@@ -482,6 +485,345 @@ def test_a_domain_without_certificate_is_refused():
         deploy("dev", {"domainName": "images.example.com"})
 
 
+# --- Data lifecycle: what the backup bucket's policy lets through, and what `destroy` leaves ----
+
+BUCKET_POLICY = f"{S3}bucketPolicy:BucketPolicy"
+OTHER_ADMIN = f"arn:aws:iam::{ACCOUNT}:role/Admin"  # an administrator who is not the deployer
+ROOT = f"arn:aws:iam::{ACCOUNT}:root"
+
+
+def attached_to(deployment, role: str) -> list:
+    """The resources whose `bucket` is the bucket of this role (its policy, versioning, ...)."""
+    name = buckets(deployment)[role]["bucket"]
+    return [r for r in deployment.resources if r.type.startswith(S3) and r.type != BUCKET
+            and r.inputs.get("bucket") == name]
+
+
+def bucket_resource(deployment, role: str):
+    (bucket,) = [r for r in deployment.of_type(BUCKET) if r.inputs["tags"]["pipeline:role"] == role]
+    return bucket
+
+
+def backup_policy(deployment) -> tuple:
+    (policy,) = [r for r in attached_to(deployment, "backup") if r.type == BUCKET_POLICY]
+    return policy, json.loads(policy.inputs["policy"])
+
+
+def test_the_backup_policy_is_put_after_every_setting_of_the_backup_bucket(stack):
+    """A first `pulumi up` creates what a resource depends on before it: every setting is in place
+    before the policy can deny anything."""
+    _, deployment = stack
+    policy, _ = backup_policy(deployment)
+    settings = [r for r in attached_to(deployment, "backup") if r is not policy]
+    assert {r.type.split(":")[-1] for r in settings} >= {
+        "BucketVersioning", "BucketObjectLockConfiguration", "BucketLifecycleConfiguration",
+        "BucketServerSideEncryptionConfiguration", "BucketPublicAccessBlock", "BucketOwnershipControls"}
+    assert [r.name for r in settings if not deployment.depends_on(policy, r)] == []
+
+
+def test_everything_attached_to_the_backup_bucket_is_retained_on_delete(stack):
+    _, deployment = stack
+    backup = bucket_resource(deployment, "backup")
+    assert deployment.retained(backup) and backup.inputs.get("forceDestroy") is not True
+    assert [r.name for r in attached_to(deployment, "backup") if not deployment.retained(r)] == []
+
+
+def test_the_originals_bucket_is_protected_in_prod():
+    deployment = deploy("prod")
+    for role in ("uploads", "processed", "backup"):
+        bucket = bucket_resource(deployment, role)
+        assert deployment.protected(bucket), role
+        assert bucket.inputs.get("forceDestroy") is not True, role
+        # a kept bucket keeps its settings: `destroy --exclude-protected` must not strip it. Its
+        # notification goes, with the topic it notifies.
+        assert [r.name for r in attached_to(deployment, role) if not deployment.retained(r)] == (
+            ["events-uploads-notification"] if role == "uploads" else []), role
+    assert not deployment.retained(bucket_resource(deployment, "uploads"))  # an unprotected destroy deletes it
+
+
+def test_dev_destroys_uploads_and_processed_with_their_contents_and_keeps_the_backup():
+    deployment = deploy("dev")
+    for role in ("uploads", "processed"):
+        bucket = bucket_resource(deployment, role)
+        assert not deployment.protected(bucket) and not deployment.retained(bucket)
+        assert bucket.inputs["forceDestroy"] is True  # no BucketNotEmpty halfway through a destroy
+        assert not any(deployment.retained(r) for r in attached_to(deployment, role))
+    backup = bucket_resource(deployment, "backup")
+    assert not deployment.protected(backup) and deployment.retained(backup)
+    # nothing else in either stack is protected or retained: the rest is rebuilt by `pulumi up`
+    storage = [r for r in deployment.resources if r.type.startswith(S3)]
+    assert not any(deployment.protected(r) or deployment.retained(r) for r in deployment.resources
+                   if r not in storage and r.custom)
+
+
+@pytest.mark.parametrize("role, protect_data, expected", [
+    ("uploads", True, (True, False, False, True)),
+    ("processed", True, (True, False, False, True)),
+    ("backup", True, (True, True, False, True)),
+    ("uploads", False, (False, False, True, False)),
+    ("processed", False, (False, False, True, False)),
+    ("backup", False, (False, True, False, True)),
+])
+def test_the_lifecycle_of_each_bucket(role, protect_data, expected):
+    from infra.storage import lifecycle
+
+    kept = lifecycle(role, protect_data)
+    assert (kept.protect, kept.retain, kept.force_destroy, kept.retain_settings) == expected
+
+
+def requests_of(policy_document: dict, bucket: str, principal: str, actions) -> dict[str, bool]:
+    from infra.policies import bucket_request_allowed
+
+    resource = f"arn:aws:s3:::{bucket}"
+    return {action: bucket_request_allowed(policy_document, action, resource if "Object" not in action
+                                           or "Lock" in action else f"{resource}/uploads/images/original/a.jpg",
+                                           principal) for action in actions}
+
+
+def test_the_backup_policy_lets_only_the_deployer_change_settings_and_the_policy():
+    """Judged on the document: the deployer's bucket-setting calls are not denied; another admin's
+    policy and setting changes are; nobody may delete or unlock a backup or delete the bucket."""
+    from infra.policies import BACKUP_BUCKET_SETTINGS, BACKUP_OBJECT_PROTECTION, BUCKET_POLICY_CHANGES
+
+    for deployment in (deploy("prod"), deploy("dev", {"deployerArn": DEPLOYER_ARN})):
+        _, document = backup_policy(deployment)
+        bucket = buckets(deployment)["backup"]["bucket"]
+        changes = BACKUP_BUCKET_SETTINGS + BUCKET_POLICY_CHANGES
+        assert all(requests_of(document, bucket, DEPLOYER_ARN, changes).values())
+        assert not any(requests_of(document, bucket, OTHER_ADMIN, changes).values())
+        for principal in (DEPLOYER_ARN, OTHER_ADMIN, ROOT):
+            assert not any(requests_of(document, bucket, principal, BACKUP_OBJECT_PROTECTION).values()), principal
+        # the root user may always rewrite the policy (S3's rule, not ours), but no setting through it
+        assert all(requests_of(document, bucket, ROOT, BUCKET_POLICY_CHANGES).values())
+        assert not any(requests_of(document, bucket, ROOT, BACKUP_BUCKET_SETTINGS).values())
+        # a request from a service, which has no aws:PrincipalArn, is no deployer either
+        assert not any(requests_of(document, bucket, "cloudfront.amazonaws.com", changes).values())
+        # the backup function still copies in, through TLS only
+        from infra.policies import evaluate
+        key = f"arn:aws:s3:::{bucket}/uploads/images/original/a.jpg"
+        assert evaluate(document, "s3:PutObject", key, OTHER_ADMIN, {"aws:SecureTransport": "true"}) is None
+        assert evaluate(document, "s3:PutObject", key, OTHER_ADMIN, {"aws:SecureTransport": "false"}) == "Deny"
+
+
+def test_without_a_deployer_a_dev_backup_policy_denies_deletion_only_and_says_so():
+    from infra.policies import BACKUP_BUCKET_SETTINGS, BACKUP_OBJECT_PROTECTION, BUCKET_POLICY_CHANGES
+
+    deployment = deploy("dev")
+    _, document = backup_policy(deployment)
+    bucket = buckets(deployment)["backup"]["bucket"]
+    assert all(requests_of(document, bucket, OTHER_ADMIN, BACKUP_BUCKET_SETTINGS + BUCKET_POLICY_CHANGES).values())
+    assert not any(requests_of(document, bucket, OTHER_ADMIN, BACKUP_OBJECT_PROTECTION).values())
+    assert any("no 'deployerArn'" in w for w in deployment.warnings)
+
+
+# The S3 requests the provider makes on a bucket for each of our resources, with the IAM action
+# each needs. pulumi-aws 7 wraps terraform-provider-aws: a resource's create and update put its
+# setting and read it back, its delete removes it. From the provider's documentation
+# (BucketVersioning: "Deleting this resource will either suspend versioning ... or simply remove
+# the resource from state"; BucketServerSideEncryptionConfiguration: destroying it "resets the
+# bucket to Amazon S3 bucket default encryption"; BucketObjectLockConfiguration's delete puts the
+# configuration again without its rule; Bucket: forceDestroy empties every version, locked ones
+# included, before DeleteBucket) and, for the actions, the S3 API reference ("Required permissions
+# for Amazon S3 API operations": DeleteBucketLifecycle needs s3:PutLifecycleConfiguration,
+# DeletePublicAccessBlock s3:PutBucketPublicAccessBlock, CreateBucket with object lock
+# s3:PutBucketObjectLockConfiguration and s3:PutBucketVersioning besides s3:CreateBucket, ...).
+def _put_and_read(put: list[tuple[str, str]], read: tuple[str, str]) -> dict:
+    return {"create": put + [read], "update": put + [read]}
+
+
+S3_CALLS = {
+    BUCKET: {"create": [("CreateBucket", "s3:CreateBucket"), ("PutBucketTagging", "s3:PutBucketTagging"),
+                        ("GetBucketVersioning", "s3:GetBucketVersioning"),
+                        ("GetObjectLockConfiguration", "s3:GetBucketObjectLockConfiguration"),
+                        ("GetBucketPolicy", "s3:GetBucketPolicy")],
+             "update": [("PutBucketTagging", "s3:PutBucketTagging"), ("GetBucketTagging", "s3:GetBucketTagging")],
+             "delete": [("DeleteBucket", "s3:DeleteBucket")]},
+    f"{S3}bucketVersioning:BucketVersioning": {
+        **_put_and_read([("PutBucketVersioning", "s3:PutBucketVersioning")],
+                        ("GetBucketVersioning", "s3:GetBucketVersioning")),
+        "delete": [("PutBucketVersioning(Suspended)", "s3:PutBucketVersioning")]},
+    f"{S3}bucketObjectLockConfiguration:BucketObjectLockConfiguration": {
+        **_put_and_read([("PutObjectLockConfiguration", "s3:PutBucketObjectLockConfiguration")],
+                        ("GetObjectLockConfiguration", "s3:GetBucketObjectLockConfiguration")),
+        "delete": [("PutObjectLockConfiguration(no rule)", "s3:PutBucketObjectLockConfiguration")]},
+    f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration": {
+        **_put_and_read([("PutBucketLifecycleConfiguration", "s3:PutLifecycleConfiguration")],
+                        ("GetBucketLifecycleConfiguration", "s3:GetLifecycleConfiguration")),
+        "delete": [("DeleteBucketLifecycle", "s3:PutLifecycleConfiguration")]},
+    f"{S3}bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": {
+        **_put_and_read([("PutBucketEncryption", "s3:PutEncryptionConfiguration")],
+                        ("GetBucketEncryption", "s3:GetEncryptionConfiguration")),
+        "delete": [("DeleteBucketEncryption", "s3:PutEncryptionConfiguration")]},
+    f"{S3}bucketPublicAccessBlock:BucketPublicAccessBlock": {
+        **_put_and_read([("PutPublicAccessBlock", "s3:PutBucketPublicAccessBlock")],
+                        ("GetPublicAccessBlock", "s3:GetBucketPublicAccessBlock")),
+        "delete": [("DeletePublicAccessBlock", "s3:PutBucketPublicAccessBlock")]},
+    f"{S3}bucketOwnershipControls:BucketOwnershipControls": {
+        **_put_and_read([("PutBucketOwnershipControls", "s3:PutBucketOwnershipControls")],
+                        ("GetBucketOwnershipControls", "s3:GetBucketOwnershipControls")),
+        "delete": [("DeleteBucketOwnershipControls", "s3:PutBucketOwnershipControls")]},
+    BUCKET_POLICY: {
+        **_put_and_read([("PutBucketPolicy", "s3:PutBucketPolicy")], ("GetBucketPolicy", "s3:GetBucketPolicy")),
+        "delete": [("DeleteBucketPolicy", "s3:DeleteBucketPolicy")]},
+}
+# Calls S3 refuses on a bucket with object lock whatever any policy says ("After you enable Object
+# Lock on a bucket, you can't disable Object Lock or suspend versioning for that bucket").
+REFUSED_WITH_OBJECT_LOCK = {"PutBucketVersioning(Suspended)"}
+
+
+@dataclass
+class Step:
+    operation: str
+    resource: str
+    call: str
+    action: str
+    resource_arn: str
+    policies: list  # the backup policy documents that may be in force when the call is made (None: no policy)
+    refused_by_s3: bool = False
+
+    def allowed_for(self, principal: str, action: str | None = None) -> bool:
+        from infra.policies import bucket_request_allowed
+
+        return all(bucket_request_allowed(p, action or self.action, self.resource_arn, principal)
+                   for p in self.policies)
+
+
+def _calls(resource, operation: str) -> list[tuple[str, str]]:
+    calls = list(S3_CALLS[resource.type][operation])
+    if resource.type == BUCKET and operation == "create" and resource.inputs.get("objectLockEnabled"):
+        calls[0:1] = [("CreateBucket", a) for a in
+                      ("s3:CreateBucket", "s3:PutBucketObjectLockConfiguration", "s3:PutBucketVersioning")]
+    if resource.type == BUCKET and operation == "delete" and resource.inputs.get("forceDestroy"):
+        calls[0:0] = [("ListObjectVersions", "s3:ListBucketVersions"), ("DeleteObjects", "s3:DeleteObjectVersion"),
+                      ("DeleteObjects(bypass governance)", "s3:BypassGovernanceRetention")]
+    return calls
+
+
+def rehearse(before, operation: str, after=None) -> list[Step]:
+    """The S3 calls the provider makes on the backup bucket for a first `pulumi up` of `before`
+    ("create"), for an `up` from `before` to `after` ("update"), or for a `pulumi destroy` of
+    `before` ("delete"), each with the backup policies that may be in force at that moment.
+
+    The engine orders by dependency only: a resource's calls come after those of everything it
+    depends on (create, update) or before them (delete); anything unordered may come first. So a
+    policy counts as in force at a call unless the dependencies order it after (create) or before
+    (delete) that call."""
+    deployment = after or before
+    backup = bucket_resource(deployment, "backup")
+    bucket = backup.outputs["bucket"]
+    policy, new_policy = backup_policy(deployment)
+    _, old_policy = backup_policy(before)
+    steps = []
+
+    def add(resource, calls, policies):
+        for call, action in calls:
+            steps.append(Step(operation, resource.name, call, action, f"arn:aws:s3:::{bucket}", policies,
+                              call in REFUSED_WITH_OBJECT_LOCK))
+
+    resources = [backup] + attached_to(deployment, "backup")
+    if operation == "create":
+        for resource in resources:
+            if resource is policy:  # put into a bucket without a policy, then read back under its own
+                add(resource, _calls(resource, "create")[:-1], [None])
+                add(resource, _calls(resource, "create")[-1:], [new_policy])
+            else:
+                ordered_before = resource is backup or deployment.depends_on(policy, resource)
+                add(resource, _calls(resource, "create"), [None] if ordered_before else [None, new_policy])
+    elif operation == "update":
+        previous = {r.urn: r for r in [bucket_resource(before, "backup")] + attached_to(before, "backup")}
+        for resource in resources:
+            old = previous.get(resource.urn)
+            if old is None:
+                add(resource, _calls(resource, "create"), [old_policy, new_policy])
+            elif resource is policy and old.inputs != resource.inputs:  # put under the old one, read under itself
+                add(resource, _calls(resource, "update")[:-1], [old_policy])
+                add(resource, _calls(resource, "update")[-1:], [new_policy])
+            elif old.inputs != resource.inputs:
+                in_force = [old_policy] if deployment.depends_on(policy, resource) else [old_policy, new_policy]
+                add(resource, _calls(resource, "update"), in_force)
+    else:
+        for resource in resources:
+            if deployment.retained(resource):
+                continue  # Pulumi forgets it; the provider is not called
+            if resource is policy:
+                in_force = [new_policy]
+            elif not deployment.retained(policy) and deployment.depends_on(policy, resource):
+                in_force = [None]  # the policy is deleted before it
+            else:
+                in_force = [None, new_policy]
+            add(resource, _calls(resource, "delete"), in_force)
+    return steps
+
+
+def _report(steps: list[Step]) -> str:
+    def policy(step):  # which policy may be in force: none yet, the policy, or (update) the old or new one
+        names = ["old", "new"] if step.operation == "update" else ["policy"]
+        return " or ".join("none" if p is None else names.pop(0) for p in step.policies)
+
+    return "\n".join(f"{s.operation:6} {s.resource:34} {s.call:36} {s.action:37} {policy(s):14} "
+                     f"deployer {'ok' if s.allowed_for(DEPLOYER_ARN) else 'DENIED'}, "
+                     f"other admin {'ok' if s.allowed_for(OTHER_ADMIN) else 'DENIED'}"
+                     f"{', REFUSED BY S3' if s.refused_by_s3 else ''}" for s in steps)
+
+
+def _check_rehearsal(steps: list[Step]) -> None:
+    from infra.policies import BUCKET_POLICY_CHANGES
+
+    failing = [s for s in steps if not s.allowed_for(DEPLOYER_ARN) or s.refused_by_s3]
+    assert failing == [], "\n" + _report(failing)
+    # whenever the policy is in force, another admin may not change it
+    for step in steps:
+        if any(p is not None for p in step.policies):
+            for action in BUCKET_POLICY_CHANGES:
+                assert not step.allowed_for(OTHER_ADMIN, action), (step, action)
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_rehearsal_first_up_config_change_and_destroy_of_the_backup_bucket(name):
+    """The three operations at the level mocks allow: every S3 call the provider makes on the backup
+    bucket, judged against every policy that may be in force at that moment, for the deployer (must
+    pass) and for another admin (may not touch the policy)."""
+    overrides = {"deployerArn": DEPLOYER_ARN}
+    first = deploy(name, overrides)
+    created = rehearse(first, "create")
+    assert {s.call for s in created} >= {"CreateBucket", "PutBucketVersioning", "PutObjectLockConfiguration",
+                                         "PutBucketLifecycleConfiguration", "PutBucketPolicy"}
+    _check_rehearsal(created)
+
+    changed = deploy(name, {**overrides, "backupRetentionMode": "COMPLIANCE", "backupRetentionDays": "400",
+                            "backupTransitionDays": "60"})
+    updated = rehearse(first, "update", changed)
+    assert {s.call for s in updated} == {"PutObjectLockConfiguration", "GetObjectLockConfiguration",
+                                         "PutBucketLifecycleConfiguration", "GetBucketLifecycleConfiguration"}
+    _check_rehearsal(updated)
+
+    destroyed = rehearse(changed, "delete")
+    assert destroyed == []  # retained, all of it: `destroy` makes no call on the backup bucket
+    _check_rehearsal(destroyed)
+
+
+def test_rehearsal_another_admin_cannot_run_the_stack_once_the_policy_is_in_force():
+    first = deploy("prod")
+    changed = deploy("prod", {"backupRetentionDays": "400"})
+    updated = rehearse(first, "update", changed)
+    assert updated and not any(s.allowed_for(OTHER_ADMIN) for s in updated if s.action.startswith("s3:Put"))
+
+
+def test_handing_over_to_a_new_deployer_is_an_up_run_by_the_old_one():
+    new_deployer = f"arn:aws:iam::{ACCOUNT}:role/platform-deployer"
+    first = deploy("prod")
+    handed_over = deploy("prod", {"deployerArn": new_deployer, "backupRetentionDays": "400"})
+    steps = rehearse(first, "update", handed_over)
+    assert "PutBucketPolicy" in {s.call for s in steps}
+    assert all(s.allowed_for(DEPLOYER_ARN) for s in steps)  # the old deployer runs it
+    assert not all(s.allowed_for(new_deployer) for s in steps)  # the new one could not yet
+    _, document = backup_policy(handed_over)
+    bucket = buckets(handed_over)["backup"]["bucket"]
+    assert all(requests_of(document, bucket, new_deployer, ["s3:PutBucketPolicy"]).values())
+    assert not any(requests_of(document, bucket, DEPLOYER_ARN, ["s3:PutBucketPolicy"]).values())
+    assert any("runs as" in w and new_deployer in w for w in handed_over.warnings)  # the mocked caller is the old one
+
+
 # --- The policy evaluator the lifecycle tests rely on -------------------------------------------------
 
 @pytest.mark.parametrize("statement, action, resource, principal, context, expected", [
@@ -547,3 +889,35 @@ def test_is_principal(caller, principal, expected):
     from infra.policies import is_principal
 
     assert is_principal(caller, principal) is expected
+
+
+# --- Config checks at preview: the deployer and the data's protection ------------------------
+
+def refused(stack: str, overrides: dict, key: str):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        deploy(stack, overrides)
+
+
+def test_prod_without_a_deployer_does_not_deploy():
+    refused("prod", {"deployerArn": ""}, "deployerArn")
+    deploy("prod", {"deployerArn": "", "protectData": "false"})  # unprotected, it may
+
+
+@pytest.mark.parametrize("arn", [f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/ci", "deployer",
+                                 f"arn:aws:iam::{ACCOUNT}:group/admins"])
+def test_a_deployer_that_aws_principal_arn_never_equals_is_refused(arn):
+    refused("prod", {"deployerArn": arn}, "deployerArn")
+
+
+def test_a_protect_data_that_is_no_boolean_is_refused_naming_the_key():
+    with pytest.raises(Exception, match="protectData"):
+        deploy("dev", {"protectData": "yes"})
+
+
+def test_a_deployment_not_run_by_the_deployer_is_warned_about():
+    assert not [w for w in deploy("prod").warnings if "runs as" in w]
+    other = f"arn:aws:iam::{ACCOUNT}:role/someone-else"
+    (warning,) = [w for w in deploy("prod", {"deployerArn": other}).warnings if "runs as" in w]
+    assert other in warning
