@@ -1,8 +1,9 @@
 """Every stack setting, read in one place. Pulumi.yaml describes each key and gives its default;
 stack files (Pulumi.dev.yaml, Pulumi.prod.yaml) hold values only.
 
-`_check` refuses what AWS would refuse later, with a message naming the key; `advice` returns what
-is allowed but weakens a protection, which `read_settings` logs as warnings.
+`_check` refuses, at preview, every value AWS would refuse later (or accept and then fail on), with
+a message naming the key; `advice` returns what is allowed but likely to fail on some accounts,
+which `read_settings` logs as warnings.
 """
 
 from __future__ import annotations
@@ -15,8 +16,22 @@ import pulumi
 
 from pipeline.config import ConfigError, PipelineConfig
 
+ARCHITECTURES = ("arm64", "x86_64")
+PYTHON_VERSIONS = ("3.12", "3.13")
 RETENTION_MODES = ("GOVERNANCE", "COMPLIANCE")
 PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
+# CloudWatch Logs accepts these retentions only; 0 keeps the events forever (the provider's
+# retentionInDays; CloudWatch Logs PutRetentionPolicy).
+LOG_RETENTION_DAYS = (0, 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                      2557, 2922, 3288, 3653)
+# Lambda: memory 128-10240 MB, timeout up to 900 s (Lambda quotas).
+LAMBDA_MEMORY_MB = (128, 10240)
+LAMBDA_TIMEOUT_S = (1, 900)
+# Lambda keeps this many concurrent executions of an account unreserved (PutFunctionConcurrency).
+UNRESERVED_MINIMUM = 100
+FUNCTIONS = 2  # resize and backup, each reserving `reservedConcurrency`
+# CloudFront takes ACM certificates from us-east-1 only.
+CERTIFICATE_REGION = "us-east-1"
 # aws:PrincipalArn is an IAM user's or role's ARN (or the account root), never an STS session's.
 PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(root|user/.+|role/.+)$")
 
@@ -44,10 +59,11 @@ class StackSettings:
     certificate_arn: str | None
     alarm_email: str | None
     pipeline: PipelineConfig
-    # Data lifecycle (README, Deploy): protect the buckets from `pulumi destroy`, and who may
+    # Data lifecycle (README, "Tear down"): protect the buckets from `pulumi destroy`, and who may
     # change the backup bucket's settings and policy.
     protect_data: bool = True
     deployer_arn: str | None = None
+    account_concurrency_limit: int | None = None  # None: not stated
 
 
 def read_settings() -> StackSettings:
@@ -81,6 +97,7 @@ def read_settings() -> StackSettings:
         pipeline=pipeline_config,
         protect_data=config.require_bool("protectData"),
         deployer_arn=config.get("deployerArn") or None,
+        account_concurrency_limit=config.get_int("accountConcurrencyLimit") or None,
     )
     _check(settings)
     for warning in advice(settings):
@@ -88,27 +105,53 @@ def read_settings() -> StackSettings:
     return settings
 
 
+def _one_of(key: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"stack config '{key}' must be one of {', '.join(map(str, allowed))}, not {value!r}")
+
+
+def _within(key: str, value: int, low: int, high: int | None = None, unit: str = "") -> None:
+    if value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"stack config '{key}' must be {span}{unit}, not {value}")
+
+
 def _check(settings: StackSettings) -> None:
-    if settings.architecture not in ("arm64", "x86_64"):
-        raise ConfigError(f"stack config 'architecture' must be arm64 or x86_64, not {settings.architecture!r}")
-    if settings.python_version not in ("3.12", "3.13"):
-        raise ConfigError(f"stack config 'pythonVersion' must be 3.12 or 3.13, not {settings.python_version!r}")
-    if settings.backup_retention_mode not in RETENTION_MODES:
-        raise ConfigError(f"stack config 'backupRetentionMode' must be one of {', '.join(RETENTION_MODES)}")
-    if settings.price_class not in PRICE_CLASSES:
-        raise ConfigError(f"stack config 'priceClass' must be one of {', '.join(PRICE_CLASSES)}")
+    _one_of("architecture", settings.architecture, ARCHITECTURES)
+    _one_of("pythonVersion", settings.python_version, PYTHON_VERSIONS)
+    _one_of("backupRetentionMode", settings.backup_retention_mode, RETENTION_MODES)
+    _one_of("priceClass", settings.price_class, PRICE_CLASSES)
+    if settings.log_retention_days not in LOG_RETENTION_DAYS:
+        raise ConfigError(f"stack config 'logRetentionDays' must be one of the retentions CloudWatch Logs accepts "
+                          f"({', '.join(map(str, LOG_RETENTION_DAYS))}; 0 keeps logs forever), "
+                          f"not {settings.log_retention_days}")
+    for key, memory in (("resizeMemoryMb", settings.resize_memory_mb), ("backupMemoryMb", settings.backup_memory_mb)):
+        _within(key, memory, *LAMBDA_MEMORY_MB, unit=" (MB, Lambda's range)")
+    for key, timeout in (("resizeTimeoutSeconds", settings.resize_timeout_s),
+                         ("backupTimeoutSeconds", settings.backup_timeout_s)):
+        _within(key, timeout, *LAMBDA_TIMEOUT_S, unit=" (seconds, Lambda's range)")
+    if settings.reserved_concurrency < -1:
+        raise ConfigError(f"stack config 'reservedConcurrency' must be -1 (no reservation) or at least 0, "
+                          f"not {settings.reserved_concurrency}")
     if bool(settings.domain_name) != bool(settings.certificate_arn):
         raise ConfigError("stack config 'domainName' and 'certificateArn' go together (an ACM certificate "
                           "in us-east-1 for that domain)")
+    if settings.certificate_arn:
+        _check_certificate(settings.certificate_arn)
     if not 0 <= settings.max_retries <= 2:
         raise ConfigError("stack config 'maxRetries' must be 0, 1 or 2 (Lambda's asynchronous retry limit)")
     if not 60 <= settings.max_event_age_s <= 21600:
         raise ConfigError("stack config 'maxEventAgeSeconds' must be from 60 to 21600")
-    # S3 lifecycle days are whole, positive numbers; 0 would also expire what is still needed.
+    # S3 lifecycle and object lock days are whole, positive numbers; 0 would also expire what is still needed.
     for key, days in (("uploadsNoncurrentVersionDays", settings.uploads_noncurrent_version_days),
-                      ("tombstoneDays", settings.tombstone_days)):
+                      ("tombstoneDays", settings.tombstone_days),
+                      ("backupRetentionDays", settings.backup_retention_days),
+                      ("backupTransitionDays", settings.backup_transition_days)):
         if days < 1:
             raise ConfigError(f"stack config '{key}' must be at least 1 (days), not {days}")
+    if settings.account_concurrency_limit is not None and settings.account_concurrency_limit < 0:
+        raise ConfigError("stack config 'accountConcurrencyLimit' must be your account's Lambda concurrency "
+                          "limit (aws lambda get-account-settings), or 0 when not stated")
     if settings.deployer_arn:
         _check_deployer(settings.deployer_arn)
     elif settings.protect_data:
@@ -116,6 +159,15 @@ def _check(settings: StackSettings) -> None:
                           "role or user that runs `pulumi up` (arn:aws:iam::<account>:role/<name>), the only "
                           "principal the backup bucket's policy lets change its settings and policy")
 
+
+def _check_certificate(arn: str) -> None:
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "acm" or not parts[5].startswith("certificate/"):
+        raise ConfigError(f"stack config 'certificateArn' must be an ACM certificate ARN "
+                          f"(arn:aws:acm:us-east-1:<account>:certificate/<id>), not {arn!r}")
+    if parts[3] != CERTIFICATE_REGION:
+        raise ConfigError(f"stack config 'certificateArn' must be a certificate in {CERTIFICATE_REGION} "
+                          f"(CloudFront uses ACM certificates from {CERTIFICATE_REGION} only), not {parts[3]}")
 
 
 def _check_deployer(arn: str) -> None:
@@ -128,10 +180,31 @@ def _check_deployer(arn: str) -> None:
                           f"(arn:aws:iam::<account>:role/<name> or :user/<name>), not {arn!r}")
 
 
+def required_account_concurrency(settings: StackSettings) -> int:
+    """The smallest Lambda concurrency limit an account needs for the functions' reservations."""
+    if settings.reserved_concurrency < 0:
+        return 0
+    return FUNCTIONS * settings.reserved_concurrency + UNRESERVED_MINIMUM
+
 
 def advice(settings: StackSettings) -> list[str]:
-    """Settings that weaken a protection: warnings."""
+    """Settings AWS may still refuse on some accounts, or that weaken a protection: warnings."""
     warnings = []
+    needed = required_account_concurrency(settings)
+    if needed:
+        limit = settings.account_concurrency_limit
+        if limit is None:
+            warnings.append(
+                f"'reservedConcurrency' {settings.reserved_concurrency} for {FUNCTIONS} functions needs an account "
+                f"Lambda concurrency limit of at least {needed} (Lambda keeps {UNRESERVED_MINIMUM} unreserved); new "
+                f"accounts start lower. Set 'accountConcurrencyLimit' to yours (aws lambda get-account-settings) "
+                f"to check it here, or 'reservedConcurrency' to -1")
+        elif limit < needed:
+            warnings.append(
+                f"'reservedConcurrency' {settings.reserved_concurrency} for {FUNCTIONS} functions needs an account "
+                f"Lambda concurrency limit of at least {needed} (Lambda keeps {UNRESERVED_MINIMUM} unreserved), "
+                f"and 'accountConcurrencyLimit' says {limit}: creating the functions would fail. Lower "
+                f"'reservedConcurrency' or raise the quota first")
     if not settings.deployer_arn:
         warnings.append("no 'deployerArn': the backup bucket's policy denies deleting and unlocking backups to "
                         "everyone, but anyone allowed by IAM may change its settings and policy")

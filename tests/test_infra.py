@@ -891,7 +891,7 @@ def test_is_principal(caller, principal, expected):
     assert is_principal(caller, principal) is expected
 
 
-# --- Config checks at preview: the deployer and the data's protection ------------------------
+# --- Config checks at preview: what AWS would refuse later ---------------------------------------
 
 def refused(stack: str, overrides: dict, key: str):
     from pipeline.config import ConfigError
@@ -911,9 +911,56 @@ def test_a_deployer_that_aws_principal_arn_never_equals_is_refused(arn):
     refused("prod", {"deployerArn": arn}, "deployerArn")
 
 
+@pytest.mark.parametrize("arn, message", [
+    (f"arn:aws:acm:eu-west-1:{ACCOUNT}:certificate/0a1b2c3d", "must be a certificate in us-east-1"),
+    (f"arn:aws:iam::{ACCOUNT}:server-certificate/x", "must be an ACM certificate ARN"),
+])
+def test_a_certificate_cloudfront_cannot_use_is_refused(arn, message):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"'certificateArn' {message}"):
+        deploy("dev", {"domainName": "images.example.com", "certificateArn": arn})
+
+
+@pytest.mark.parametrize("days", ["10", "2", "366", "-1"])
+def test_a_log_retention_cloudwatch_refuses_is_refused(days):
+    refused("dev", {"logRetentionDays": days}, "logRetentionDays")
+
+
+@pytest.mark.parametrize("days", ["0", "1", "400", "3653"])
+def test_every_log_retention_cloudwatch_accepts_is_accepted(days):
+    deployment = deploy("dev", {"logRetentionDays": days})
+    assert {r.inputs["retentionInDays"] for r in deployment.of_type("aws:cloudwatch/logGroup:LogGroup")} == {int(days)}
+
+
+@pytest.mark.parametrize("key, value", [
+    ("architecture", "amd64"), ("pythonVersion", "3.11"), ("backupRetentionMode", "governance"),
+    ("priceClass", "PriceClass_50"), ("resizeMemoryMb", "64"), ("backupMemoryMb", "10241"),
+    ("resizeTimeoutSeconds", "0"), ("backupTimeoutSeconds", "901"), ("reservedConcurrency", "-2"),
+    ("maxRetries", "3"), ("maxEventAgeSeconds", "59"), ("backupRetentionDays", "0"),
+    ("backupTransitionDays", "0"), ("accountConcurrencyLimit", "-5"),
+])
+def test_values_aws_refuses_are_refused_naming_the_key(key, value):
+    refused("dev", {key: value}, key)
+
+
 def test_a_protect_data_that_is_no_boolean_is_refused_naming_the_key():
     with pytest.raises(Exception, match="protectData"):
         deploy("dev", {"protectData": "yes"})
+
+
+def concurrency_warnings(deployment) -> list[str]:
+    return [w for w in deployment.warnings if "'reservedConcurrency'" in w]
+
+
+def test_reserved_concurrency_is_checked_against_the_account_limit():
+    (unstated,) = concurrency_warnings(deploy("prod"))  # 50 for each of two functions
+    assert "at least 200" in unstated and "'accountConcurrencyLimit'" in unstated
+    (too_small,) = concurrency_warnings(deploy("prod", {"accountConcurrencyLimit": "150"}))
+    assert "at least 200" in too_small and "would fail" in too_small
+    assert concurrency_warnings(deploy("prod", {"accountConcurrencyLimit": "200"})) == []
+    assert concurrency_warnings(deploy("dev")) == []  # -1 reserves nothing
+    assert concurrency_warnings(deploy("dev", {"reservedConcurrency": "0", "accountConcurrencyLimit": "100"})) == []
 
 
 def test_a_deployment_not_run_by_the_deployer_is_warned_about():
