@@ -47,6 +47,7 @@ MIN_SHRINK_AFTER_DCT = 1.3
 # Frame types whose decoding goes through the IDCT and so can be scaled; libjpeg-turbo ignores
 # the scale for lossless frames and would write full-width rows into a narrower image.
 DCT_FRAMES = {0xC0, 0xC1, 0xC2, 0xC9, 0xCA}
+HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}  # the others are arithmetic-coded
 
 ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
@@ -163,6 +164,9 @@ def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[Image.
                 f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
                 f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); not decoded"
             )
+        missing = _missing_jpeg_data(data, image.size) if image_format == "JPEG" else None
+        if missing:
+            raise RejectedImage(f"truncated JPEG data ({missing}); the upload may be incomplete")
         orientation = 1
         if image_format != "HEIF":  # libheif has already applied the HEIF transforms
             try:
@@ -247,7 +251,8 @@ def shrink_on_load(image: Image.Image, data: bytes, wanted: tuple[int, int]) -> 
     would shift the picture by up to half a pixel (2-8 dB on sharp edges).
     """
     width, height = image.size
-    if len(image.tile) != 1 or image.decoderconfig or _frame_type(data) not in DCT_FRAMES:
+    layout = _jpeg_layout(data)
+    if len(image.tile) != 1 or image.decoderconfig or layout is None or layout.frame_type not in DCT_FRAMES:
         return (0, 0, width, height)
     for denominator, eighths in DCT_SCALES:
         if denominator == 3 and not getattr(Image.core, "libjpeg_turbo_version", None):
@@ -268,17 +273,62 @@ def decode_at_scale(image: Image.Image, denominator: int, eighths: int) -> None:
     image.decoderconfig = (denominator, 0)
 
 
-def _frame_type(data: bytes) -> int:
-    """The JPEG's start-of-frame marker (0xC0 baseline, 0xC2 progressive, 0xC3 lossless, ...)."""
-    position = 2
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class JpegLayout(NamedTuple):
+    frame_type: int  # the start-of-frame marker: 0xC0 baseline, 0xC2 progressive, 0xC3 lossless, ...
+    blocks: int  # 8x8 blocks of all components together: the image data codes every one
+    data_start: int  # where the first scan's entropy-coded data begins
+
+
+def _jpeg_layout(data: bytes) -> JpegLayout | None:
+    """The JPEG's frame and first scan, read from its markers; None if no scan follows a frame."""
+    position, frame = 2, None
     while position + 4 <= len(data) and data[position] == 0xFF:
         marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        end = position + 2 + int.from_bytes(data[position + 2:position + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG, DAC are not frames
-            return marker
-        if marker == 0xDA:  # start of scan: no frame header before it
-            return 0
-        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
-    return 0
+            frame = (marker, data[position + 4:end])
+        elif marker == 0xDA:  # start of scan
+            if frame is None or not position + 5 <= end <= len(data) or len(frame[1]) < 6:
+                return None
+            frame_type, header = frame
+            height, width = int.from_bytes(header[1:3], "big"), int.from_bytes(header[3:5], "big")
+            sampling = [(max(1, b >> 4), max(1, b & 15)) for b in header[7:6 + 3 * header[5]:3]]
+            if not sampling:
+                return None
+            h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
+            blocks = sum(_ceil_div(_ceil_div(width * h, h_max), 8) * _ceil_div(_ceil_div(height * v, v_max), 8)
+                         for h, v in sampling)
+            return JpegLayout(frame_type, blocks, end)
+        position = end
+    return None
+
+
+def _missing_jpeg_data(data: bytes, size: tuple[int, int]) -> str | None:
+    """Why a JPEG's image data cannot be whole, or None.
+
+    A JPEG cut short decodes as grey where its data is missing: libjpeg pads a scan that ends
+    early and only warns, and Pillow drops the warning. Two signs give it away before decoding:
+    no end-of-image marker, or fewer bytes than the blocks need, since Huffman coding spends at
+    least one bit on each block's DC coefficient (a real photo spends hundreds).
+    """
+    layout = _jpeg_layout(data)
+    if layout is None:
+        return None  # Pillow's decoder says what is wrong, if anything
+    end = data.find(b"\xff\xd9", layout.data_start)
+    if end < 0:
+        return "the image data has no end-of-image marker"
+    needed, present = layout.blocks // 8, end - layout.data_start
+    if layout.frame_type in HUFFMAN_FRAMES and present < needed:
+        return (f"{size[0]}x{size[1]} pixels need at least {needed:,} bytes of image data, "
+                f"the file has {present:,}")
+    return None
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

@@ -138,3 +138,10 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
             + chunk(b"IEND", b""))
+
+
+def jpeg_header_declaring(width: int, height: int) -> bytes:
+    """A whole JPEG of 16x16 pixels, end-of-image marker and all, whose frame says width x height."""
+    data = encode(Image.new("RGB", (16, 16), (128, 128, 128)), "JPEG")
+    frame = data.index(b"\xff\xc0")
+    return data[:frame + 5] + struct.pack(">HH", height, width) + data[frame + 9:]

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image, ImageChops, ImageFile, ImageStat
 
 from conftest import open_output, render_outputs
-from images import (STORED_AS, adobe_rgb_profile, adobe_rgb_to_srgb, encode, oriented_jpeg, png_header_only,
-                    upright_marker)
+from images import (STORED_AS, adobe_rgb_profile, adobe_rgb_to_srgb, encode, jpeg_header_declaring, oriented_jpeg,
+                    png_header_only, upright_marker)
 from pipeline import samples
 from pipeline.config import PipelineConfig
 from pipeline.imaging import BIG_STEP_FILTER, RejectedImage, _decode_base, open_source, render
@@ -141,8 +141,27 @@ def test_what_is_not_an_accepted_image_is_refused_with_a_reason(registry, data, 
 
 def test_a_truncated_jpeg_gets_a_clear_reason(registry):
     data = samples.jpeg_bytes(samples.photo(1600, 1200))
-    with pytest.raises(RejectedImage, match="truncated or corrupt JPEG data"):
+    with pytest.raises(RejectedImage, match=r"^truncated JPEG data \(the image data has no end-of-image marker\); "
+                                            "the upload may be incomplete$"):
         render(data[: len(data) // 2], registry)
+
+
+def test_a_jpeg_with_too_little_image_data_is_refused_before_decoding(registry, monkeypatch):
+    """libjpeg would pad the missing scan with grey and Pillow would drop its warning: a "ready" grey picture."""
+    loads = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self.size))
+    with pytest.raises(RejectedImage, match=r"^truncated JPEG data \(4000x3000 pixels need at least 35,187 bytes of "
+                                            r"image data, the file has \d+\); the upload may be incomplete$"):
+        render(jpeg_header_declaring(4000, 3000), registry)
+    assert loads == []
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}], ids=["baseline", "progressive"])
+def test_the_flattest_whole_jpeg_is_not_taken_for_a_truncated_one(registry, options):
+    """One colour with optimised Huffman tables: about two bits a block, the least a JPEG spends."""
+    data = encode(Image.new("RGB", (4000, 3000), (90, 120, 150)), "JPEG", optimize=True, **options)
+    assert render(data, registry).source.width == 4000
+    assert render(data + b"SEFT" * 100, registry).source.width == 4000  # a trailer after the image is no harm
 
 
 def test_a_small_image_is_never_upscaled(registry):
