@@ -117,8 +117,8 @@ def test_a_huge_png_is_refused_from_its_header_without_decoding(registry, monkey
     with pytest.raises(RejectedImage) as rejected:
         render(png_header_only(30000, 30000), registry)
     assert loads == [], "pixels were decoded"
-    assert "30000x30000" in rejected.value.reason and "900 megapixels" in rejected.value.reason
-    assert "limit of 100 megapixels" in rejected.value.reason
+    assert rejected.value.reason.startswith("30000x30000 PNG: decoding needs about ")
+    assert rejected.value.reason.endswith(" GiB, over the memory budget of 1.0 GiB; not decoded")
 
 
 def test_the_pixel_limit_is_configurable():
@@ -259,9 +259,9 @@ def test_dct_scaled_decode_stays_aligned_and_sharp(size):
     shifted the picture by half a pixel (5-7 dB lost here). Before JPEG, the large variation's pixels
     stay within a few dB of a resize from the full-size decode."""
     data = samples.jpeg_bytes(samples.photo(*size, grain=0))
-    image, orientation = open_source(data, max_pixels=10**9, max_bytes=10**9)
+    image = open_source(data, max_pixels=10**9, max_bytes=10**9)
     width = 2048
-    large = _decode_base(image, data, size, orientation, width / size[0])
+    large = _decode_base(image, data, (width, round(size[1] * width / size[0])), orientation=1)
     assert large.width == width
     reference = Image.open(io.BytesIO(data)).resize(large.size, Image.Resampling.LANCZOS)
     full_decode = Image.open(io.BytesIO(data)).resize(large.size, BIG_STEP_FILTER)

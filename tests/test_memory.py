@@ -1,0 +1,101 @@
+"""The memory budget an upload is judged by, and the estimate of its decode's peak."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from images import animated_webp_canvas, encode
+from pipeline import samples
+from pipeline.config import ConfigError, PipelineConfig
+from pipeline.imaging import (LAMBDA_MEMORY_VARIABLE, RUNTIME_ALLOWANCE, UPLOAD_COPIES, RejectedImage, estimate_memory,
+                              judging_limits, render)
+from pipeline.registry import build_registry
+
+MiB = 2**20
+
+
+# --- the budget ----------------------------------------------------------------------------------
+
+def test_off_lambda_the_budget_is_the_default_or_the_configurations():
+    assert judging_limits(PipelineConfig(), {}) == {"max_bytes": 50 * MiB, "max_pixels": 1_000_000_000,
+                                                    "memory_budget_bytes": 1024 * MiB}
+    assert judging_limits(PipelineConfig.from_dict({"max_memory_mb": 3000}), {})["memory_budget_bytes"] == 3000 * MiB
+    assert judging_limits(PipelineConfig.from_dict({"max_pixels": 5, "max_bytes": 7}), {}) == {
+        "max_bytes": 7, "max_pixels": 5, "memory_budget_bytes": 1024 * MiB}
+
+
+def test_in_lambda_the_budget_is_the_functions_memory_less_the_allowance():
+    lambda_1769 = {LAMBDA_MEMORY_VARIABLE: "1769"}
+    assert judging_limits(PipelineConfig(), lambda_1769)["memory_budget_bytes"] == 1769 * MiB - RUNTIME_ALLOWANCE
+    lower = PipelineConfig.from_dict({"max_memory_mb": 500})
+    assert judging_limits(lower, lambda_1769)["memory_budget_bytes"] == 500 * MiB
+    higher = PipelineConfig.from_dict({"max_memory_mb": 4000})  # more than the function has would end in OOM
+    assert judging_limits(higher, lambda_1769)["memory_budget_bytes"] == 1769 * MiB - RUNTIME_ALLOWANCE
+    assert judging_limits(PipelineConfig(), {LAMBDA_MEMORY_VARIABLE: "128"})["memory_budget_bytes"] == 0
+
+
+def test_render_reads_the_functions_memory_from_the_environment(registry, monkeypatch):
+    data = samples.jpeg_bytes(samples.photo(1600, 1200))
+    monkeypatch.setenv(LAMBDA_MEMORY_VARIABLE, str(RUNTIME_ALLOWANCE // MiB + 20))
+    with pytest.raises(RejectedImage, match=r"^1600x1200 JPEG: decoding needs about \d+ MiB, over the memory "
+                                            r"budget of 20 MiB; not decoded$"):
+        render(data, registry)
+    monkeypatch.setenv(LAMBDA_MEMORY_VARIABLE, "1769")
+    assert render(data, registry).source.width == 1600
+
+
+@pytest.mark.parametrize("value", [0, -1, "1024", 1.5, True])
+def test_a_bad_max_memory_mb_names_the_key(value):
+    with pytest.raises(ConfigError, match="'max_memory_mb' must be a positive whole number"):
+        PipelineConfig.from_dict({"max_memory_mb": value})
+
+
+def test_max_memory_mb_is_optional_and_survives_the_round_trip_to_lambda():
+    assert "max_memory_mb" not in PipelineConfig().to_dict()  # configurations without it serialise as before
+    config = PipelineConfig.from_dict({"max_memory_mb": 900, "max_pixels": 100_000_000})
+    assert PipelineConfig.from_env({"PIPELINE_CONFIG": config.to_json()}) == config
+    assert config.max_memory_mb == 900 and config.max_pixels == 100_000_000
+
+
+# --- the estimate --------------------------------------------------------------------------------
+
+def flat_jpeg(size: tuple[int, int], **options) -> bytes:
+    """Quick to make at any size: the estimate reads only the header, and a flat picture encodes fast."""
+    return encode(Image.new("RGB", size, (90, 120, 150)), "JPEG", quality=90, **options)
+
+
+def test_a_progressive_jpeg_is_charged_for_every_blocks_coefficients(registry):
+    baseline, progressive = flat_jpeg((8000, 6000)), flat_jpeg((8000, 6000), progressive=True)
+    coefficients = (1000 * 750 + 2 * 500 * 375) * 64 * 2  # 4:2:0 blocks of 64 two-byte coefficients
+    decoded_at_three_eighths = 3000 * 2250 * 4
+    assert estimate_memory(baseline, registry) < coefficients
+    assert estimate_memory(progressive, registry) > coefficients + decoded_at_three_eighths
+
+
+def test_a_200_mp_phone_jpeg_fits_a_small_function_only_if_baseline(registry):
+    phone = (16320, 12240)
+    assert estimate_memory(flat_jpeg(phone), registry) < 300 * MiB  # decoded at 1/4: 4080x3060
+    assert estimate_memory(flat_jpeg(phone, progressive=True), registry) > 600 * MiB
+
+
+def test_the_estimate_follows_the_dct_scale_shrink_on_load_picks(registry):
+    """A lossless frame is never DCT-scaled: the same header with it decodes at full size."""
+    baseline = flat_jpeg((8000, 6000))
+    frame = baseline.index(b"\xff\xc0")
+    lossless = baseline[:frame] + b"\xff\xc3" + baseline[frame + 2:]
+    full_size, three_eighths = 8000 * 6000 * 4, 3000 * 2250 * 4  # RGB is 4 bytes a pixel in Pillow
+    assert estimate_memory(lossless, registry) - estimate_memory(baseline, registry) >= full_size - three_eighths
+
+
+def test_frames_after_the_first_cost_nothing(registry):
+    two, twenty = animated_webp_canvas(4000, 3000, frames=2), animated_webp_canvas(4000, 3000, frames=20)
+    assert estimate_memory(twenty, registry) - estimate_memory(two, registry) == UPLOAD_COPIES * (len(twenty) - len(two))
+    assert estimate_memory(two, registry) > 4000 * 3000 * 16  # two canvases, a frame copy and the image
+
+
+def test_a_refusal_names_the_kind_the_estimate_and_the_budget():
+    registry = build_registry(PipelineConfig.from_dict({"max_memory_mb": 100}))
+    with pytest.raises(RejectedImage, match=r"^8000x6000 progressive JPEG: decoding needs about \d+ MiB, over the "
+                                            r"memory budget of 100 MiB; not decoded$"):
+        render(flat_jpeg((8000, 6000), progressive=True), registry)
