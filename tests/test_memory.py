@@ -88,6 +88,13 @@ def test_the_estimate_follows_the_dct_scale_shrink_on_load_picks(registry):
     assert estimate_memory(lossless, registry) - estimate_memory(baseline, registry) >= full_size - three_eighths
 
 
+def test_sixteen_bit_greyscale_is_not_charged_for_full_size_32_bit_copies(registry):
+    size = (8000, 6000)
+    eight_bit = estimate_memory(encode(Image.new("L", size, 90), "PNG"), registry)
+    sixteen_bit = estimate_memory(encode(Image.new("I;16", size, 40000), "PNG"), registry)
+    assert eight_bit + size[0] * size[1] <= sixteen_bit < eight_bit + 2 * size[0] * size[1]
+
+
 def test_frames_after_the_first_cost_nothing(registry):
     two, twenty = animated_webp_canvas(4000, 3000, frames=2), animated_webp_canvas(4000, 3000, frames=20)
     assert estimate_memory(twenty, registry) - estimate_memory(two, registry) == UPLOAD_COPIES * (len(twenty) - len(two))
