@@ -1,18 +1,118 @@
-"""The memory budget an upload is judged by, and the estimate of its decode's peak."""
+"""Out-of-memory is never how an upload fails: each renders, or is refused with a reason first.
+
+Every upload is rendered in a fresh process that is what a 512 MB resize function runs: the
+handler's imports, AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512, the default configuration. Its peak
+resident memory must stay under the function's memory whatever the upload. The uploads are
+generated here, outside the measured process, and the large ones cached under
+.cache/test-images/<VERSION>.
+"""
 
 from __future__ import annotations
 
-import pytest
-from PIL import Image
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
-from images import animated_webp_canvas, encode
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import ROOT
+from images import animated_webp_canvas, encode, jpeg_header_declaring
 from pipeline import samples
 from pipeline.config import ConfigError, PipelineConfig
 from pipeline.imaging import (LAMBDA_MEMORY_VARIABLE, RUNTIME_ALLOWANCE, UPLOAD_COPIES, RejectedImage, estimate_memory,
                               judging_limits, render)
 from pipeline.registry import build_registry
 
+VERSION = "memory-2"  # change it when an upload below changes, so cached files are made again
+CACHE = ROOT / ".cache" / "test-images" / VERSION
+FUNCTION_MB = 512
 MiB = 2**20
+
+MEASURE = """
+import json, sys
+import pipeline.handlers  # what the resize function imports before any upload
+from pipeline.imaging import RejectedImage, render
+from pipeline.registry import load_registry
+
+def peak():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+data = open(sys.argv[1], "rb").read()
+try:
+    rendering = render(data, load_registry())
+    result = {"rendered": [rendering.source.width, rendering.source.height]}
+except RejectedImage as rejection:
+    result = {"refused": rejection.reason}
+print(json.dumps({**result, "peak": peak()}))
+"""
+
+
+def sixteen_bit_grey(image: Image.Image) -> Image.Image:
+    return image.convert("L").convert("I").point(lambda value: value * 257).convert("I;16")
+
+
+# (name, how to make it, what must come of it: a size rendered, or the pattern of the reason)
+OVER_BUDGET = r"^{size} {kind}: decoding needs about [0-9.]+ (MiB|GiB), over the memory budget of {budget}; not decoded$"
+UPLOADS = [
+    ("animated WebP of 144 bytes, 10000x10000 canvas", lambda: animated_webp_canvas(10000, 10000),
+     OVER_BUDGET.format(size="10000x10000", kind="WebP", budget="{budget}")),
+    ("AVIF bomb: 10000x10000 of one colour", lambda: encode(Image.new("RGB", (10000, 10000), (40, 90, 160)),
+                                                             "AVIF", quality=50, speed=10),
+     OVER_BUDGET.format(size="10000x10000", kind="AVIF", budget="{budget}")),
+    ("16-bit PNG bomb: 10000x10000 of one grey", lambda: encode(Image.new("I;16", (10000, 10000), 40000), "PNG"),
+     OVER_BUDGET.format(size="10000x10000", kind="PNG", budget="{budget}")),
+    ("JPEG of 629 bytes declaring 10000x10000", lambda: jpeg_header_declaring(10000, 10000),
+     r"^truncated JPEG data \(10000x10000 pixels need at least 292,968 bytes of image data, the file has \d+\); "
+     r"the upload may be incomplete$"),
+    ("animated WebP, two 100 MP photos", lambda: animated_webp(samples.enlarged_photo(10000, 10000)),
+     OVER_BUDGET.format(size="10000x10000", kind="WebP", budget="{budget}")),
+    ("lossless WebP, 48 MP photo", lambda: encode(samples.enlarged_photo(8000, 6000), "WEBP", lossless=True,
+                                                   quality=0, method=0),
+     OVER_BUDGET.format(size="8000x6000", kind="WebP", budget="{budget}")),
+    ("AVIF, 63 MP photo", lambda: encode(samples.enlarged_photo(9000, 7000), "AVIF", quality=50, speed=10),
+     OVER_BUDGET.format(size="9000x7000", kind="AVIF", budget="{budget}")),
+    ("16-bit greyscale PNG, 63 MP scan", lambda: encode(sixteen_bit_grey(samples.enlarged_photo(9000, 7000)),
+                                                         "PNG", compress_level=1),
+     (9000, 7000)),
+    ("palette GIF, 100 MP", lambda: encode(samples.enlarged_photo(10000, 10000).convert("P"), "GIF"),
+     OVER_BUDGET.format(size="10000x10000", kind="GIF", budget="{budget}")),
+    ("baseline JPEG, 200 MP phone photo", lambda: samples.jpeg_bytes(samples.enlarged_photo(16320, 12240, grain=24)),
+     (16320, 12240)),
+]
+
+
+def upload(name: str, make) -> Path:
+    path = CACHE / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".bin")
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".tmp").write_bytes(make())
+        path.with_suffix(".tmp").rename(path)  # a run stopped midway leaves no half-written upload
+    return path
+
+
+def budget_text() -> str:
+    budget = judging_limits(PipelineConfig(), {LAMBDA_MEMORY_VARIABLE: str(FUNCTION_MB)})["memory_budget_bytes"]
+    return f"{budget / MiB:.0f} MiB"
+
+
+@pytest.mark.parametrize("name, make, expected", UPLOADS, ids=[name for name, _, _ in UPLOADS])
+def test_an_upload_renders_or_is_refused_within_the_functions_memory(name, make, expected):
+    path = upload(name, make)
+    environment = {key: value for key, value in os.environ.items() if key != "PIPELINE_CONFIG"}
+    measured = subprocess.run([sys.executable, "-c", MEASURE, str(path)], cwd=ROOT, capture_output=True, text=True,
+                              env={**environment, LAMBDA_MEMORY_VARIABLE: str(FUNCTION_MB)}, timeout=300)
+    assert measured.returncode == 0, measured.stderr[-2000:]
+    result = json.loads(measured.stdout)
+    assert result["peak"] < FUNCTION_MB * MiB, f"{name}: peak {result['peak'] / MiB:.0f} MiB"
+    if isinstance(expected, tuple):
+        assert result.get("rendered") == list(expected), result
+    else:
+        assert re.match(expected.replace("{budget}", re.escape(budget_text())), result.get("refused", "")), result
 
 
 # --- the budget ----------------------------------------------------------------------------------
