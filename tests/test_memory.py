@@ -56,31 +56,42 @@ def sixteen_bit_grey(image: Image.Image) -> Image.Image:
     return image.convert("L").convert("I").point(lambda value: value * 257).convert("I;16")
 
 
-# (name, how to make it, what must come of it: a size rendered, or the pattern of the reason)
-OVER_BUDGET = r"^{size} {kind}: decoding needs about [0-9.]+ (MiB|GiB), over the memory budget of {budget}; not decoded$"
+def animated_webp(photo: Image.Image) -> bytes:
+    return encode(photo, "WEBP", quality=50, method=0, save_all=True, append_images=[ImageOps.mirror(photo)],
+                  duration=100)
+
+
+def over_budget(size: str, kind: str) -> str:
+    """The pattern of the reason an upload is refused for in a function of FUNCTION_MB."""
+    budget = judging_limits(PipelineConfig(), {LAMBDA_MEMORY_VARIABLE: str(FUNCTION_MB)})["memory_budget_bytes"]
+    return (rf"^{size} {kind}: decoding needs about [0-9.]+ (MiB|GiB), over the memory budget of "
+            rf"{budget / MiB:.0f} MiB; not decoded$")
+
+
+# (name, how to make it, what must come of it: the size rendered, or the pattern of the reason)
 UPLOADS = [
     ("animated WebP of 144 bytes, 10000x10000 canvas", lambda: animated_webp_canvas(10000, 10000),
-     OVER_BUDGET.format(size="10000x10000", kind="WebP", budget="{budget}")),
+     over_budget("10000x10000", "WebP")),
     ("AVIF bomb: 10000x10000 of one colour", lambda: encode(Image.new("RGB", (10000, 10000), (40, 90, 160)),
                                                              "AVIF", quality=50, speed=10),
-     OVER_BUDGET.format(size="10000x10000", kind="AVIF", budget="{budget}")),
+     over_budget("10000x10000", "AVIF")),
     ("16-bit PNG bomb: 10000x10000 of one grey", lambda: encode(Image.new("I;16", (10000, 10000), 40000), "PNG"),
-     OVER_BUDGET.format(size="10000x10000", kind="PNG", budget="{budget}")),
+     over_budget("10000x10000", "PNG")),
     ("JPEG of 629 bytes declaring 10000x10000", lambda: jpeg_header_declaring(10000, 10000),
      r"^truncated JPEG data \(10000x10000 pixels need at least 292,968 bytes of image data, the file has \d+\); "
      r"the upload may be incomplete$"),
     ("animated WebP, two 100 MP photos", lambda: animated_webp(samples.enlarged_photo(10000, 10000)),
-     OVER_BUDGET.format(size="10000x10000", kind="WebP", budget="{budget}")),
+     over_budget("10000x10000", "WebP")),
     ("lossless WebP, 48 MP photo", lambda: encode(samples.enlarged_photo(8000, 6000), "WEBP", lossless=True,
                                                    quality=0, method=0),
-     OVER_BUDGET.format(size="8000x6000", kind="WebP", budget="{budget}")),
+     over_budget("8000x6000", "WebP")),
     ("AVIF, 63 MP photo", lambda: encode(samples.enlarged_photo(9000, 7000), "AVIF", quality=50, speed=10),
-     OVER_BUDGET.format(size="9000x7000", kind="AVIF", budget="{budget}")),
+     over_budget("9000x7000", "AVIF")),
     ("16-bit greyscale PNG, 63 MP scan", lambda: encode(sixteen_bit_grey(samples.enlarged_photo(9000, 7000)),
                                                          "PNG", compress_level=1),
      (9000, 7000)),
     ("palette GIF, 100 MP", lambda: encode(samples.enlarged_photo(10000, 10000).convert("P"), "GIF"),
-     OVER_BUDGET.format(size="10000x10000", kind="GIF", budget="{budget}")),
+     over_budget("10000x10000", "GIF")),
     ("baseline JPEG, 200 MP phone photo", lambda: samples.jpeg_bytes(samples.enlarged_photo(16320, 12240, grain=24)),
      (16320, 12240)),
 ]
@@ -95,11 +106,6 @@ def upload(name: str, make) -> Path:
     return path
 
 
-def budget_text() -> str:
-    budget = judging_limits(PipelineConfig(), {LAMBDA_MEMORY_VARIABLE: str(FUNCTION_MB)})["memory_budget_bytes"]
-    return f"{budget / MiB:.0f} MiB"
-
-
 @pytest.mark.parametrize("name, make, expected", UPLOADS, ids=[name for name, _, _ in UPLOADS])
 def test_an_upload_renders_or_is_refused_within_the_functions_memory(name, make, expected):
     path = upload(name, make)
@@ -112,7 +118,7 @@ def test_an_upload_renders_or_is_refused_within_the_functions_memory(name, make,
     if isinstance(expected, tuple):
         assert result.get("rendered") == list(expected), result
     else:
-        assert re.match(expected.replace("{budget}", re.escape(budget_text())), result.get("refused", "")), result
+        assert re.match(expected, result.get("refused", "")), result
 
 
 # --- the budget ----------------------------------------------------------------------------------
