@@ -122,7 +122,7 @@ def _of(resources: list[Resource], kind: str) -> list[Resource]:
 
 def _managed(arn: str) -> dict | None:
     match = re.fullmatch(r"arn:[^:]+:iam::aws:policy/(.+)", arn)
-    return {"Statement": MANAGED_POLICIES.get(match.group(1), [])} if match else None
+    return {"Statement": MANAGED_POLICIES.get(match.group(1))} if match else None
 
 
 def _documents(resource: Resource) -> list[tuple[str, dict]]:
@@ -187,10 +187,10 @@ def _rests(pattern: str, prefix: str) -> set[str]:
 
 def _witnesses(patterns: list[str], prefix: str) -> list[str]:
     """Strings that begin with `prefix` to ask about: one for each way a pattern goes on past it and
-    one that no pattern names, their wildcards filled short and long (as `?` counts characters)."""
+    one that no pattern names, each `*` filled short and long (a `?` counts characters). A `?` may
+    stay: no pattern can name it but by a wildcard."""
     rests = {"*"} | {rest for pattern in patterns for rest in _rests(pattern, prefix)}
-    return sorted({prefix + rest.replace("?", FILL).replace("*", fill) for rest in rests if rest
-                   for fill in (FILL, FILL * 9)})
+    return sorted({prefix + rest.replace("*", fill) for rest in rests if rest for fill in (FILL, FILL * 9)})
 
 
 def _names_someone(key: str, value: str) -> bool:
@@ -204,8 +204,7 @@ def _names_someone(key: str, value: str) -> bool:
     if "*" not in value and "?" not in value:
         return True
     # a wildcard after a named account keeps to that account's resources or principals
-    fields = value.split(":")
-    return key in ARN_KEYS and len(fields) > 5 and re.fullmatch(r"\d{12}", fields[4]) is not None
+    return key in ARN_KEYS and re.match(r"arn:[^:]*:[^:]*:[^:]*:\d{12}:", value) is not None
 
 
 def _restricts_caller(condition: Any) -> bool:

@@ -56,6 +56,13 @@ def test_no_public_buckets_catches(resources, expected):
     assert any(expected in v for v in rules.no_public_buckets(resources))
 
 
+@pytest.mark.parametrize("identity", ["id", "bucket", "arn", "name"])
+def test_a_property_refers_to_a_resource_by_any_of_its_identities(identity):
+    target = Resource(rules.ROLE, "role", {identity: "role-1", "other": "role-2"})
+    assert Resource(rules.ROLE_POLICY, "p", {"role": ["role-1"]}).refers_to("role", target)
+    assert not Resource(rules.ROLE_POLICY, "p", {"role": "role-2", "other": "role-1"}).refers_to("role", target)
+
+
 def test_a_public_access_block_found_through_a_preview_dependency():
     pending = Resource(rules.PUBLIC_ACCESS_BLOCK, "b", {k: True for k in rules.BLOCKS} | {"bucket": None},
                        {"bucket": ["uploads"]})
@@ -84,6 +91,7 @@ def public_read(principal="*", condition=None, **more):
     public_read("*", {"ForAllValues:StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}),
     public_read("*", {"Null": {"aws:SourceArn": "false"}}),
     public_read("*", {"StringEquals": {"aws:SourceAccount": []}}),
+    public_read("*", {"StringEquals": {"aws:SourceAccount": None}}),
     public_read("*", {"StringEquals": "aws:SourceAccount"}),
     public_read("*", ["aws:SourceAccount"]),
     public_read("*", {"IpAddress": {"aws:SourceIp": "0.0.0.0/0"}}),
@@ -129,10 +137,12 @@ def test_a_public_grant_without_a_sid_is_shown_whole():
     public_read("*", {"StringEquals": {"aws:SourceVpc": "vpc-1a2b3c4d"}}),
     public_read("*", {"StringEquals": {"aws:SourceVpce": "vpce-1a2b3c4d"}}),
     public_read("*", {"ArnEquals": {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/reader"}}),
+    public_read("*", {"ArnLike": {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/*"}}),
     public_read("*", {"StringLike": {"aws:PrincipalAccount": ACCOUNT}}),
     public_read("*", {"ForAnyValue:StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}),
     public_read("*", {"IpAddress": {"aws:SourceIp": ["203.0.113.0/24", "198.51.100.7"]}}),
     public_read("*", {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}),
+    public_read("*", {"IpAddress": {"aws:SourceIp": "203.0.113.7/24"}}),
     public_read("*", {"IpAddress": {"aws:SourceIp": "2001:db8::/32"}}),
     public_read("*", {"Bool": {"aws:SecureTransport": "true"}, "StringEquals": {"aws:SourceVpce": "vpce-1a2b3c4d"}}),
     public_read({"CanonicalUser": "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"}),
@@ -212,6 +222,17 @@ def test_no_broad_s3_grants_passes_named_actions_on_named_buckets(statement):
     assert rules.no_broad_s3_grants([Resource(rules.ROLE_POLICY, "p", {"policy": doc(statement)})]) == []
 
 
+def test_other_services_resource_policies_grant_no_s3():
+    queue_policy = Resource("aws:sqs/queuePolicy:QueuePolicy", "q", {"policy": doc(allow("*", "*"))})
+    assert rules.no_broad_s3_grants([queue_policy]) == []
+
+
+def test_every_statement_of_a_document_is_judged():
+    document = doc({"Effect": "Deny", "Action": "s3:DeleteBucket", "Resource": "*"}, allow("s3:*", "arn:aws:s3:::b/*"))
+    assert rules.no_broad_s3_grants([Resource(rules.POLICY, "p", {"policy": document})]) == [
+        "p grants every S3 action with s3:* (name the actions it needs)"]
+
+
 def test_an_unknown_or_unjudged_managed_policy_is_no_broad_grant():
     arns = ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
             f"arn:aws:iam::{ACCOUNT}:policy/AmazonS3FullAccess", "arn:aws:iam::aws:policy/AmazonS3FullAccessNot"]
@@ -265,7 +286,8 @@ DENY_WRITES = {"Effect": "Deny", "Action": ["s3:PutObject", "s3:DeleteObject", "
     ([allow("s3:PutObject", UPLOADS), DENY_WRITES | {"Condition": {"Bool": {"aws:SecureTransport": "false"}}}],
      "s3:PutObject"),
     ([allow("s3:PutObject", UPLOADS), DENY_WRITES | {"Resource": "arn:aws:s3:::uploads-x/uploads/*"}], "s3:PutObject"),
-    # caught today too: a Deny that covers some of the writes only
+    # caught today too: a Deny that covers some of the writes only, or another bucket (ARNs are case-sensitive)
+    ([allow("s3:PutObject", UPLOADS), DENY_WRITES | {"Resource": "arn:aws:s3:::Uploads-x/*"}], "s3:PutObject"),
     ([allow("s3:PutObject", UPLOADS), DENY_WRITES | {"Resource": "arn:aws:s3:::uploads-x/?"}], "s3:PutObject"),
     ([allow("s3:PutObject", UPLOADS), DENY_WRITES | {"Resource": "arn:aws:s3:::uploads-x/?????????"}], "s3:PutObject"),
     ([allow("s3:PutObject", UPLOADS), DENY_WRITES | {"Action": "s3:Delete*"}], "s3:PutObject"),
@@ -320,6 +342,8 @@ def test_every_statement_that_reaches_the_role_is_judged(role_props, extra, wher
     ([allow("s3:PutObject", "arn:aws:s3:::uploads-x-other/*")], []),
     ([allow("s3:PutObject", "arn:aws:s3:::uploads-x")], []),
     ([allow("s3:PutObject", "arn:aws:s3:::uploads-x/")], []),
+    ([allow("s3:PutObject", "arn:aws:s3:::UPLOADS-X/*")], []),  # ARNs are case-sensitive
+    ([allow("s3:PutObject", "arn:aws:s3:::uploads-x/line\nbreak"), DENY_WRITES], []),
     ([allow("s3:GetObject", UPLOADS), {"Effect": "Allow", "NotAction": "s3:*", "Resource": "*"}], []),
     ([allow(["s3:GetObject", "s3:ListBucket"], [UPLOADS, "arn:aws:s3:::uploads-x"])], []),
     ([DENY_WRITES], [Resource(rules.ATTACHMENT, "attach", {"role": "role-1",
@@ -350,14 +374,34 @@ def test_a_function_notified_directly_by_the_bucket_is_judged_too():
         "function resize may s3:PutObject into uploads, the bucket that triggers it (allowed by p)"]
 
 
-def test_backup_without_object_lock_is_caught_and_with_it_passes():
-    backup = Resource(rules.BUCKET, "backup", {"bucket": "backup-x", "tags": {"pipeline:role": "backup"}})
-    assert len(rules.backup_has_object_lock([backup])) == 2
-    locked = Resource(rules.BUCKET, "backup", {"bucket": "backup-x", "objectLockEnabled": True,
-                                               "tags": {"pipeline:role": "backup"}})
-    lock = Resource(rules.OBJECT_LOCK, "lock", {"bucket": "backup-x",
-                                                "rule": {"defaultRetention": {"mode": "GOVERNANCE", "days": 7}}})
-    assert rules.backup_has_object_lock([locked, lock]) == []
+def test_a_function_subscribed_to_another_topic_is_not_notified_by_the_bucket():
+    graph = trigger_graph([allow("s3:PutObject", UPLOADS)])
+    graph[1] = Resource("aws:sns/topic:Topic", "topic", {"arn": "arn:aws:sns:eu-west-1:1:elsewhere"})
+    graph[2] = Resource(rules.NOTIFICATION, "n", {"bucket": "uploads-x", "topics": []})
+    graph[5] = Resource(rules.SUBSCRIPTION, "s", {"topic": "arn:aws:sns:eu-west-1:1:elsewhere", "protocol": "lambda",
+                                                  "endpoint": "arn:aws:lambda:eu-west-1:1:function:resize"})
+    assert rules.functions_cannot_write_their_trigger(graph) == []
+
+
+def lock(**retention):
+    return Resource(rules.OBJECT_LOCK, "lock", {"bucket": "vault-x", "rule": {"defaultRetention": retention}})
+
+
+@pytest.mark.parametrize("name, tags", [("vault", {"pipeline:role": "backup"}), ("backup-vault", None)])
+def test_backup_without_object_lock_is_caught(name, tags):
+    backup = Resource(rules.BUCKET, name, {"bucket": "vault-x", "tags": tags})
+    assert rules.backup_has_object_lock([backup]) == [f"backup bucket {name} is created without object lock",
+                                                      f"backup bucket {name} has no default object lock retention"]
+    backup.props["objectLockEnabled"] = True
+    for retention in ({"mode": "GOVERNANCE"}, {"days": 7}, {"mode": "COMPLIANCE", "days": 0}):
+        assert rules.backup_has_object_lock([backup, lock(**retention)]) == [
+            f"backup bucket {name} has no default object lock retention"]
+    for retention in ({"mode": "GOVERNANCE", "days": 7}, {"mode": "COMPLIANCE", "years": 1}):
+        assert rules.backup_has_object_lock([backup, lock(**retention)]) == []
+
+
+def test_only_backup_buckets_need_object_lock():
+    assert rules.backup_has_object_lock([bucket(), bucket("media", tags={"pipeline:role": "processed"})]) == []
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
