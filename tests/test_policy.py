@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import py_compile
+import runpy
 
+import pulumi_policy
 import pytest
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from conftest import ROOT
 from policy import rules
@@ -427,3 +430,27 @@ def test_our_own_program_passes_every_rule(stack):
 def test_the_pack_entry_point_compiles():
     py_compile.compile(str(ROOT / "policy" / "__main__.py"), doraise=True)
 
+
+def test_the_pack_judges_a_preview_whose_values_are_not_known_yet(monkeypatch):
+    """The SDK hands the pack read-only proxies that raise on a value a preview does not know yet."""
+    monkeypatch.setattr(pulumi_policy, "PolicyPack", lambda **_: None)  # it would serve the engine
+    monkeypatch.syspath_prepend(str(ROOT / "policy"))
+    pack = runpy.run_path(str(ROOT / "policy" / "__main__.py"))
+
+    def resource(kind, name, props, dependencies=None):
+        return pulumi_policy.PolicyResource(kind, unknown_checking_proxy(props), name, name, None, None, None, [],
+                                            dependencies or {})
+
+    uploads = resource(rules.BUCKET, "uploads", {"bucket": "uploads-x", "arn": UNKNOWN_STRING_VALUE})
+    role = resource(rules.ROLE, "role", {"arn": UNKNOWN_STRING_VALUE, "inlinePolicies": [
+        {"name": "write", "policy": doc(allow("s3:PutObject", UPLOADS))}]})
+    function = resource(rules.FUNCTION, "resize", {"role": UNKNOWN_STRING_VALUE}, {"role": [role]})
+    notification = resource(rules.NOTIFICATION, "n", {"bucket": UNKNOWN_STRING_VALUE, "lambdaFunctions": [
+        {"lambdaFunctionArn": UNKNOWN_STRING_VALUE, "events": ["s3:ObjectCreated:*"]}]},
+        {"bucket": [uploads], "lambdaFunctions": [function]})
+    args = pulumi_policy.StackValidationArgs([uploads, role, function, notification], None)
+    (rule,) = [r for r in rules.RULES if r.name == "functions-cannot-write-their-trigger"]
+    reported = []
+    pack["_policy"](rule).validate(args, reported.append)
+    assert reported == ["function resize may s3:PutObject into uploads, the bucket that triggers it "
+                        "(allowed by role inline policy write)"]
