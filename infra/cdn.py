@@ -5,6 +5,11 @@ nothing stale (see pipeline/caching.py for the two lifetimes).
 - A viewer-response function gives a versioned response VERSIONED_CACHE and leaves an unversioned
   one the origin's Cache-Control (VARIATION_CACHE when the origin sent none). CloudFront does not
   run viewer-response functions on 4xx/5xx responses, so errors go out as S3 sent them.
+- The originals' behaviour has its own viewer-response function: the same rule, and an original
+  whose stored content type is not an accepted image type goes out as a download. It is a
+  function of its own, not a test of the URI in a shared one: CloudFront matches behaviours on
+  the normalized path, so a URI test could be dodged by spelling the path differently.
+- Every response carries nosniff and CONTENT_SECURITY_POLICY (response headers policy).
 - 403/404 (S3 answers 403 for a missing key: this distribution may not list) are cached at the edge
   for ERROR_CACHE_SECONDS only, so a variation asked for before it exists appears soon after.
 """
@@ -13,12 +18,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from pipeline.caching import VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE
+from pipeline.caching import (CONTENT_SECURITY_POLICY, DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION,
+                              ORIGINAL_IMAGE_TYPES, VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE)
 
 ERROR_CACHE_SECONDS = 5
 CACHED_ERRORS = (403, 404)
@@ -43,10 +50,42 @@ def viewer_cache_control(has_version: bool, origin_cache_control: str | None) ->
     return origin_cache_control or VARIATION_CACHE
 
 
-def _viewer_response_code() -> str:
+# The media type of a Content-Type value: what precedes its parameters, without the blanks HTTP
+# allows before it. The same pattern, as a JavaScript regular expression, is in the function.
+MEDIA_TYPE_PATTERN = r"^[ \t]*([^; \t]*)"
+
+
+def served_as_image(content_type: str | None) -> bool:
+    """Is an original stored with this Content-Type served as itself? Only when its media type,
+    in any case, is one of ORIGINAL_IMAGE_TYPES; no Content-Type at all is not an image."""
+    media_type = re.match(MEDIA_TYPE_PATTERN, content_type or "").group(1).lower()
+    return media_type in ORIGINAL_IMAGE_TYPES
+
+
+def original_download_headers(content_type: str | None) -> dict[str, str]:
+    """The headers the originals' function sets on a successful response: none for an image of an
+    accepted type; for anything else a type and a disposition that make a browser save it rather
+    than render it. For a local CDN to apply too."""
+    if served_as_image(content_type):
+        return {}
+    return {"content-type": DOWNLOAD_CONTENT_TYPE, "content-disposition": DOWNLOAD_DISPOSITION}
+
+
+def viewer_response_headers(headers: Mapping[str, str], *, has_version: bool, original: bool) -> dict[str, str]:
+    """Every header of a successful response once its behaviour's viewer-response function ran
+    (ORIGINALS_RESPONSE_CODE when `original`, else VIEWER_RESPONSE_CODE). `headers`: the origin's,
+    by lower-case name."""
+    result = dict(headers)
+    result["cache-control"] = viewer_cache_control(has_version, headers.get("cache-control"))
+    if original:
+        result.update(original_download_headers(headers.get("content-type")))
+    return result
+
+
+def _viewer_response_code(original: bool) -> str:
     header, versioned, unversioned, parameter = (json.dumps(text) for text in (
         "cache-control", VERSIONED_CACHE, VARIATION_CACHE, VERSION_PARAMETER))
-    return (
+    code = (
         "function handler(event) {\n"
         "  var response = event.response, headers = response.headers;\n"
         f"  var version = event.request.querystring[{parameter}], origin = headers[{header}];\n"
@@ -54,12 +93,23 @@ def _viewer_response_code() -> str:
         f"    headers[{header}] = {{value: {versioned}}};\n"
         "  } else if (!(origin && origin.value)) {\n"
         f"    headers[{header}] = {{value: {unversioned}}};\n"
-        "  }\n"
-        "  return response;\n"
-        "}\n")
+        "  }\n")
+    if original:
+        content_type, disposition, images, download, attachment = (json.dumps(value) for value in (
+            "content-type", "content-disposition", list(ORIGINAL_IMAGE_TYPES), DOWNLOAD_CONTENT_TYPE,
+            DOWNLOAD_DISPOSITION))
+        code += (
+            f"  var type = headers[{content_type}];\n"
+            f"  var media = type && /{MEDIA_TYPE_PATTERN}/.exec(type.value)[1].toLowerCase();\n"
+            f"  if ({images}.indexOf(media) < 0) {{\n"
+            f"    headers[{content_type}] = {{value: {download}}};\n"
+            f"    headers[{disposition}] = {{value: {attachment}}};\n"
+            "  }\n")
+    return code + "  return response;\n}\n"
 
 
-VIEWER_RESPONSE_CODE = _viewer_response_code()
+VIEWER_RESPONSE_CODE = _viewer_response_code(original=False)
+ORIGINALS_RESPONSE_CODE = _viewer_response_code(original=True)
 
 
 @dataclass
@@ -85,6 +135,7 @@ class Cdn(pulumi.ComponentResource):
                 "strict_transport_security": {"access_control_max_age_sec": 63072000, "include_subdomains": True,
                                               "override": True},
                 "content_type_options": {"override": True},
+                "content_security_policy": {"content_security_policy": CONTENT_SECURITY_POLICY, "override": True},
                 "frame_options": {"frame_option": "DENY", "override": True},
                 "referrer_policy": {"referrer_policy": "strict-origin-when-cross-origin", "override": True},
             },
@@ -112,14 +163,18 @@ class Cdn(pulumi.ComponentResource):
             f"{name}-cache-control", name=f"{prefix}-cache-control", runtime="cloudfront-js-2.0",
             comment=f"Cache-Control: a year with ?{VERSION_PARAMETER}=, else the origin's", publish=True,
             code=VIEWER_RESPONSE_CODE, opts=child)
+        self.originals_response = aws.cloudfront.Function(
+            f"{name}-originals-response", name=f"{prefix}-originals-response", runtime="cloudfront-js-2.0",
+            comment="Cache-Control as for every file; an original that is no accepted image type is a download",
+            publish=True, code=ORIGINALS_RESPONSE_CODE, opts=child)
 
-        def behaviour(origin: str, path: str | None = None) -> dict:
+        def behaviour(origin: str, path: str | None = None, response: aws.cloudfront.Function | None = None) -> dict:
             result = {"target_origin_id": origin, "viewer_protocol_policy": "redirect-to-https",
                       "allowed_methods": ["GET", "HEAD", "OPTIONS"], "cached_methods": ["GET", "HEAD"],
                       "cache_policy_id": self.cache_policy.id, "response_headers_policy_id": headers.id,
                       "compress": True,
                       "function_associations": [{"event_type": "viewer-response",
-                                                 "function_arn": self.viewer_response.arn}]}
+                                                 "function_arn": (response or self.viewer_response).arn}]}
             return {**result, "path_pattern": path} if path else result
 
         certificate = ({"acm_certificate_arn": args.certificate_arn, "ssl_support_method": "sni-only",
@@ -137,7 +192,7 @@ class Cdn(pulumi.ComponentResource):
             ],
             # First match wins: originals come from the uploads bucket, everything else under
             # uploads/images/ (variations, manifests) from the processed bucket.
-            ordered_cache_behaviors=[behaviour("uploads", "/uploads/images/original/*"),
+            ordered_cache_behaviors=[behaviour("uploads", "/uploads/images/original/*", self.originals_response),
                                      behaviour("processed", "/uploads/images/*")],
             default_cache_behavior=behaviour("processed"),
             custom_error_responses=[{"error_code": code, "error_caching_min_ttl": ERROR_CACHE_SECONDS}

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, DISTRIBUTION_ID, deploy
+from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, DISTRIBUTION_ID, Registered, deploy
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -56,7 +56,7 @@ def test_resource_counts(stack):
         "aws:sqs/queue:Queue": 1, "aws:cloudwatch/metricAlarm:MetricAlarm": 3,
         "aws:cloudfront/distribution:Distribution": 1, "aws:cloudfront/originAccessControl:OriginAccessControl": 1,
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": 1,
-        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 1,
+        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 2,
     }
     assert {t: c for t, c in counts.items() if t.startswith("aws:")} == expected
     assert counts["imagepipeline:index:ImagePipeline"] == 1
@@ -357,16 +357,22 @@ def test_cdn_origins_access_control_behaviours_and_https(stack):
     assert inputs["viewerCertificate"] == {"cloudfrontDefaultCertificate": True}
 
 
+def functions_by_name(deployment) -> dict[str, Registered]:
+    return {r.name: r for r in deployment.of_type("aws:cloudfront/function:Function")}
+
+
 def test_every_behaviour_keys_the_cache_on_v_only_and_sets_cache_control_on_the_way_out(stack):
+    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE
     from pipeline.caching import VERSIONED_CACHE
 
     _, deployment = stack
     (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
     (policy,) = deployment.of_type("aws:cloudfront/cachePolicy:CachePolicy")
-    (function,) = deployment.of_type("aws:cloudfront/function:Function")
-    behaviours = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
-    assert len(behaviours) == 3
-    for behaviour in behaviours:
+    functions = functions_by_name(deployment)
+    originals, rest = functions["cdn-originals-response"], functions["cdn-cache-control"]
+    originals_behaviour, *others = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
+    assert originals_behaviour["pathPattern"] == "/uploads/images/original/*" and len(others) == 2
+    for behaviour, function in [(originals_behaviour, originals)] + [(b, rest) for b in others]:
         assert behaviour["cachePolicyId"] == CACHE_POLICY_ID
         assert behaviour["functionAssociations"] == [{"eventType": "viewer-response",
                                                       "functionArn": function.outputs["arn"]}]
@@ -375,12 +381,25 @@ def test_every_behaviour_keys_the_cache_on_v_only_and_sets_cache_control_on_the_
     assert key["headersConfig"] == {"headerBehavior": "none"} and key["cookiesConfig"] == {"cookieBehavior": "none"}
     assert key["enableAcceptEncodingGzip"] is True and key["enableAcceptEncodingBrotli"] is True
     assert (policy.inputs["minTtl"], policy.inputs["defaultTtl"], policy.inputs["maxTtl"]) == (0, 120, 31536000)
-    assert function.inputs["runtime"] == "cloudfront-js-2.0" and function.inputs["publish"] is True
-    assert VERSIONED_CACHE in function.inputs["code"]
+    for function, code in ((originals, ORIGINALS_RESPONSE_CODE), (rest, VIEWER_RESPONSE_CODE)):
+        assert function.inputs["runtime"] == "cloudfront-js-2.0" and function.inputs["publish"] is True
+        assert function.inputs["code"] == code and VERSIONED_CACHE in code
     errors = {e["errorCode"]: e for e in distribution.inputs["customErrorResponses"]}
     assert set(errors) == {403, 404}
     assert all(e["errorCachingMinTtl"] <= 5 and "responseCode" not in e and "responsePagePath" not in e
                for e in errors.values())
+
+
+def test_every_behaviour_sends_nosniff_and_a_csp_that_makes_a_document_inert(stack):
+    _, deployment = stack
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    (headers,) = deployment.of_type("aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy")
+    behaviours = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
+    assert {b["responseHeadersPolicyId"] for b in behaviours} == {f"{headers.name}-id"}
+    security = headers.inputs["securityHeadersConfig"]
+    assert security["contentTypeOptions"] == {"override": True}  # X-Content-Type-Options: nosniff
+    assert security["contentSecurityPolicy"] == {"contentSecurityPolicy": "default-src 'none'; sandbox",
+                                                 "override": True}
 
 
 @pytest.mark.parametrize("has_version, origin, expected", [
@@ -397,17 +416,54 @@ def test_the_viewer_cache_control_rule(has_version, origin, expected):
     assert viewer_cache_control(has_version, origin) == expected
 
 
-def test_the_function_code_is_made_of_exactly_the_shared_constants():
-    from infra.cdn import VIEWER_RESPONSE_CODE
-    from pipeline.caching import VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE
+# Stored content types of originals, and whether the CDN serves each as itself.
+CONTENT_TYPES = [
+    ("image/jpeg", True), ("image/png", True), ("image/webp", True), ("image/gif", True), ("image/heic", True),
+    ("image/heif", True), ("image/avif", True), ("IMAGE/JPEG", True), ("image/jpeg; charset=binary", True),
+    (" image/png;q=1", True), ("\timage/avif", True),
+    ("text/html", False), ("text/html; charset=utf-8", False), ("image/svg+xml", False), ("application/xml", False),
+    ("application/octet-stream", False), ("binary/octet-stream", False), ("image/jpeg2000", False),
+    ("image/jpegx", False), ("image/ jpeg", False), ("text/html, image/jpeg", False), ("", False), (None, False),
+]
 
-    literals = re.findall(r'"((?:[^"\\]|\\.)*)"', VIEWER_RESPONSE_CODE)
-    assert sorted(set(literals)) == sorted({"cache-control", VERSION_PARAMETER, VERSIONED_CACHE, VARIATION_CACHE})
-    assert "'" not in VIEWER_RESPONSE_CODE and "max-age" not in re.sub(r'"[^"]*"', "", VIEWER_RESPONSE_CODE)
-    assert len(VIEWER_RESPONSE_CODE.encode()) < 1024  # CloudFront allows 10 KB; small is the point
+
+@pytest.mark.parametrize("content_type, served", CONTENT_TYPES)
+def test_an_original_that_is_no_accepted_image_is_a_download(content_type, served):
+    from infra.cdn import original_download_headers, served_as_image
+
+    assert served_as_image(content_type) is served
+    expected = {} if served else {"content-type": "application/octet-stream", "content-disposition": "attachment"}
+    assert original_download_headers(content_type) == expected
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the function's JavaScript")
+@pytest.mark.parametrize("code_name", ["VIEWER_RESPONSE_CODE", "ORIGINALS_RESPONSE_CODE"])
+def test_the_function_code_is_made_of_exactly_the_shared_constants(code_name):
+    import infra.cdn
+    from pipeline.caching import (DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION, ORIGINAL_IMAGE_TYPES, VARIATION_CACHE,
+                                  VERSION_PARAMETER, VERSIONED_CACHE)
+
+    code = getattr(infra.cdn, code_name)
+    literals = re.findall(r'"((?:[^"\\]|\\.)*)"', code)
+    expected = {"cache-control", VERSION_PARAMETER, VERSIONED_CACHE, VARIATION_CACHE}
+    if code_name == "ORIGINALS_RESPONSE_CODE":
+        expected |= {"content-type", "content-disposition", DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION,
+                     *ORIGINAL_IMAGE_TYPES}
+    assert sorted(set(literals)) == sorted(expected)
+    assert "'" not in code and "max-age" not in re.sub(r'"[^"]*"', "", code)
+    assert len(code.encode()) < 1024  # CloudFront allows 10 KB; small is the point
+
+
+def run_function(code: str, event: dict) -> dict:
+    """What the function's handler returns for `event`, run by node."""
+    script = f"{code}\nprocess.stdout.write(JSON.stringify(handler({json.dumps(event)})));"
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(result.stdout)
+
+
+needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the function's JavaScript")
+
+
+@needs_node
 @pytest.mark.parametrize("query, has_version", [
     ({"v": {"value": "3f2a9c"}, "w": {"value": "1"}}, True),
     ({"v": {"value": "3f2a9c", "multiValue": [{"value": "3f2a9c"}, {"value": "0"}]}}, True),
@@ -416,18 +472,39 @@ def test_the_function_code_is_made_of_exactly_the_shared_constants():
     ({}, False),
 ])
 @pytest.mark.parametrize("origin", [None, "", "public, max-age=60", "public, max-age=120"])
-def test_the_function_applies_the_same_rule_as_python(query, has_version, origin):
+@pytest.mark.parametrize("original", [False, True])
+def test_the_function_applies_the_same_rule_as_python(query, has_version, origin, original):
     """CloudFront's runtime is not node, but this code uses nothing either lacks."""
-    from infra.cdn import VIEWER_RESPONSE_CODE, viewer_cache_control
+    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE, viewer_response_headers
 
-    event = {"request": {"querystring": query},
-             "response": {"statusCode": 200,
-                          "headers": {} if origin is None else {"cache-control": {"value": origin}}}}
-    script = f"{VIEWER_RESPONSE_CODE}\nprocess.stdout.write(JSON.stringify(handler({json.dumps(event)})));"
-    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
-    response = json.loads(result.stdout)
+    headers = {"content-type": "image/jpeg"} | ({} if origin is None else {"cache-control": origin})
+    event = {"request": {"uri": "/uploads/images/original/a.jpg", "querystring": query},
+             "response": {"statusCode": 200, "headers": {k: {"value": v} for k, v in headers.items()}}}
+    response = run_function(ORIGINALS_RESPONSE_CODE if original else VIEWER_RESPONSE_CODE, event)
     assert response["statusCode"] == 200
-    assert response["headers"]["cache-control"] == {"value": viewer_cache_control(has_version, origin)}
+    expected = viewer_response_headers(headers, has_version=has_version, original=original)
+    assert response["headers"] == {k: {"value": v} for k, v in expected.items()}
+
+
+@needs_node
+def test_the_originals_function_and_python_agree_on_every_content_type():
+    """One node run over every content type of CONTENT_TYPES, through both functions."""
+    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE, viewer_response_headers
+
+    cases = [{} if t is None else {"content-type": t, "cache-control": "public, max-age=60"}
+             for t, _ in CONTENT_TYPES]
+    for code, original in ((ORIGINALS_RESPONSE_CODE, True), (VIEWER_RESPONSE_CODE, False)):
+        events = [{"request": {"uri": "/x", "querystring": {}},
+                   "response": {"statusCode": 200, "headers": {k: {"value": v} for k, v in c.items()}}}
+                  for c in cases]
+        script = (f"{code}\nprocess.stdout.write(JSON.stringify("
+                  f"{json.dumps(events)}.map(function (e) {{ return handler(e).headers; }})));")
+        result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
+        for headers, got in zip(cases, json.loads(result.stdout), strict=True):
+            expected = viewer_response_headers(headers, has_version=False, original=original)
+            assert got == {k: {"value": v} for k, v in expected.items()}, headers
+            if original and headers.get("content-type") in ("text/html", "image/svg+xml"):
+                assert got["content-disposition"] == {"value": "attachment"}
 
 
 def test_served_bucket_policies_let_only_this_distribution_read(stack):
