@@ -139,13 +139,15 @@ class Cdn(pulumi.ComponentResource):
                 "frame_options": {"frame_option": "DENY", "override": True},
                 "referrer_policy": {"referrer_policy": "strict-origin-when-cross-origin", "override": True},
             },
+            # Reads with CORS (an app's fetch of a manifest) from the named origins only; an <img>
+            # needs none.
             cors_config={
                 "access_control_allow_credentials": False,
                 "access_control_allow_headers": {"items": ["*"]},
                 "access_control_allow_methods": {"items": ["GET", "HEAD"]},
                 "access_control_allow_origins": {"items": args.cors_origins},
                 "origin_override": True,
-            })
+            } if args.cors_origins else None)
 
         prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"  # both names are unique per account
         self.cache_policy = aws.cloudfront.CachePolicy(

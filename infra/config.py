@@ -4,6 +4,7 @@ stack files (Pulumi.dev.yaml, Pulumi.prod.yaml) hold values only."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -37,6 +38,7 @@ class StackSettings:
     certificate_arn: str | None
     alarm_email: str | None
     pipeline: PipelineConfig
+    browser_uploads: bool = True
 
 
 def read_settings() -> StackSettings:
@@ -68,6 +70,7 @@ def read_settings() -> StackSettings:
         certificate_arn=config.get("certificateArn") or None,
         alarm_email=config.get("alarmEmail") or None,
         pipeline=pipeline_config,
+        browser_uploads=config.require_bool("browserUploads"),
     )
     _check(settings)
     return settings
@@ -94,3 +97,12 @@ def _check(settings: StackSettings) -> None:
                       ("tombstoneDays", settings.tombstone_days)):
         if days < 1:
             raise ConfigError(f"stack config '{key}' must be at least 1 (days), not {days}")
+    for origin in settings.cors_origins:
+        if not CORS_ORIGIN.match(origin):
+            raise ConfigError(f"stack config 'corsOrigins': {origin!r} is not an origin: scheme://host[:port], "
+                              "without path or trailing slash, '*' at most as the leftmost label "
+                              "(https://app.example.org, https://*.example.org, http://localhost:3000)")
+
+
+# An origin a browser sends: http(s), a host (its leftmost label may be `*`), an optional port.
+CORS_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:\d{1,5})?\Z")

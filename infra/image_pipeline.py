@@ -31,7 +31,7 @@ class ImagePipeline(pulumi.ComponentResource):
             backup_retention_days=settings.backup_retention_days,
             backup_transition_days=settings.backup_transition_days,
             uploads_noncurrent_version_days=settings.uploads_noncurrent_version_days,
-            tombstone_days=settings.tombstone_days), child)
+            tombstone_days=settings.tombstone_days, browser_uploads=settings.browser_uploads), child)
         self.events = Events("events", EventsArgs(self.storage.buckets["uploads"], account_id), child)
         # The CDN comes before the functions: the resize function invalidates its changed paths.
         # Nothing of the CDN depends on the functions, so there is no cycle.

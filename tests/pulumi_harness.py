@@ -91,9 +91,12 @@ class Mocks(pulumi.runtime.Mocks):
 
 
 def stack_config(stack: str) -> dict[str, str]:
+    """A stack without a stack file (`pulumi stack init` and nothing set) has the defaults alone."""
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     values = {f"{PROJECT}:{key}": spec["default"] for key, spec in project["config"].items() if "default" in spec}
-    values.update(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
+    stack_file = ROOT / f"Pulumi.{stack}.yaml"
+    if stack_file.exists():
+        values.update(yaml.safe_load(stack_file.read_text())["config"])
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 

@@ -147,15 +147,48 @@ def test_lifecycle_days_below_one_are_refused(key):
         deploy("dev", {key: "0"})
 
 
-def test_uploads_and_processed_allow_browser_cors_from_configured_origins(stack):
-    name, deployment = stack
-    origins = ["https://www.example.com"] if name == "prod" else ["http://localhost:3000"]
-    all_buckets = buckets(deployment)
-    (uploads,) = attached(deployment, f"{S3}bucketCorsConfiguration:BucketCorsConfiguration", all_buckets["uploads"]["bucket"])
-    assert uploads["corsRules"][0]["allowedOrigins"] == origins and "PUT" in uploads["corsRules"][0]["allowedMethods"]
-    (processed,) = attached(deployment, f"{S3}bucketCorsConfiguration:BucketCorsConfiguration",
-                            all_buckets["processed"]["bucket"])
-    assert processed["corsRules"][0]["allowedMethods"] == ["GET", "HEAD"]
+CORS = f"{S3}bucketCorsConfiguration:BucketCorsConfiguration"
+
+
+def cdn_cors(deployment) -> dict | None:
+    (headers,) = deployment.of_type("aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy")
+    return headers.inputs.get("corsConfig")
+
+
+def test_no_cors_configuration_anywhere_by_default():
+    deployment = deploy("fresh")  # a new stack: Pulumi.yaml's defaults and nothing else
+    assert deployment.of_type(CORS) == [] and cdn_cors(deployment) is None
+
+
+def test_with_origins_browsers_may_post_uploads_and_read_the_cdn_from_those_origins_only():
+    origins = ["https://app.example.org", "https://*.example.net", "http://localhost:3000"]
+    deployment = deploy("dev", {"corsOrigins": json.dumps(origins)})
+    b = buckets(deployment)
+    (uploads,) = attached(deployment, CORS, b["uploads"]["bucket"])
+    assert uploads["corsRules"] == [{"allowedMethods": ["POST"], "allowedOrigins": origins,
+                                     "exposeHeaders": ["ETag"], "maxAgeSeconds": 3600}]
+    (processed,) = attached(deployment, CORS, b["processed"]["bucket"])
+    assert [(r["allowedMethods"], r["allowedOrigins"]) for r in processed["corsRules"]] == [(["GET", "HEAD"], origins)]
+    cors = cdn_cors(deployment)
+    assert cors["accessControlAllowOrigins"] == {"items": origins}
+    assert cors["accessControlAllowMethods"] == {"items": ["GET", "HEAD"]}
+    assert cors["accessControlAllowCredentials"] is False
+
+
+def test_when_only_servers_upload_the_uploads_bucket_has_no_cors():
+    deployment = deploy("dev", {"browserUploads": "false"})
+    b = buckets(deployment)
+    assert attached(deployment, CORS, b["uploads"]["bucket"]) == []
+    assert attached(deployment, CORS, b["processed"]["bucket"]) and cdn_cors(deployment)
+
+
+@pytest.mark.parametrize("origin", ["*", "https://app.example.org/", "app.example.org", "https://app.example.org/upload",
+                                    "ftp://app.example.org", "https://app.*.example.org"])
+def test_what_is_not_an_origin_is_refused(origin):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"'corsOrigins': {re.escape(repr(origin))} is not an origin"):
+        deploy("dev", {"corsOrigins": json.dumps([origin])})
 
 
 def test_notification_filter_and_topic_policy(stack):
