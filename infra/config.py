@@ -39,6 +39,7 @@ class StackSettings:
     alarm_email: str | None
     pipeline: PipelineConfig
     browser_uploads: bool = True
+    uploader_role_trust: str | None = None
 
 
 def read_settings() -> StackSettings:
@@ -71,6 +72,7 @@ def read_settings() -> StackSettings:
         alarm_email=config.get("alarmEmail") or None,
         pipeline=pipeline_config,
         browser_uploads=config.require_bool("browserUploads"),
+        uploader_role_trust=config.get("uploaderRoleTrust") or None,
     )
     _check(settings)
     return settings
@@ -102,7 +104,12 @@ def _check(settings: StackSettings) -> None:
             raise ConfigError(f"stack config 'corsOrigins': {origin!r} is not an origin: scheme://host[:port], "
                               "without path or trailing slash, '*' at most as the leftmost label "
                               "(https://app.example.org, https://*.example.org, http://localhost:3000)")
+    if settings.uploader_role_trust and not PRINCIPAL_ARN.match(settings.uploader_role_trust):
+        raise ConfigError(f"stack config 'uploaderRoleTrust': {settings.uploader_role_trust!r} is not an AWS "
+                          "principal ARN (arn:aws:iam::123456789012:role/app-backend, ...:user/..., ...:root)")
 
 
 # An origin a browser sends: http(s), a host (its leftmost label may be `*`), an optional port.
 CORS_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:\d{1,5})?\Z")
+# An IAM principal a role's trust policy may name: an account's root, a role or a user.
+PRINCIPAL_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:(root|role/\S+|user/\S+)\Z")

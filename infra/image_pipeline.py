@@ -12,6 +12,7 @@ from infra.config import StackSettings
 from infra.events import Events, EventsArgs
 from infra.functions import Functions, FunctionsArgs
 from infra.storage import Storage, StorageArgs
+from infra.uploader import Uploader, UploaderArgs
 from pipeline.registry import load_registry
 
 
@@ -41,6 +42,8 @@ class ImagePipeline(pulumi.ComponentResource):
         self.functions = Functions("functions", FunctionsArgs(
             settings, self.storage.buckets, self.events.topic, self.cdn.distribution), child)
         self.storage.allow_cdn_reads(self.cdn.distribution.arn)
+        self.uploader = Uploader("uploader", UploaderArgs(self.storage.buckets["uploads"],
+                                                          settings.uploader_role_trust), child)
         self.url_patterns = self.cdn.domain_name.apply(lambda domain: url_patterns(domain, settings))
         self.register_outputs({"cdn_domain": self.cdn.domain_name, "url_patterns": self.url_patterns})
 

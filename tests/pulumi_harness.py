@@ -69,6 +69,8 @@ class Mocks(pulumi.runtime.Mocks):
         elif kind == "aws:iam/role:Role":
             outputs.update(arn=f"arn:aws:iam::{ACCOUNT}:role/{physical}", name=physical)
             resource_id = physical
+        elif kind == "aws:iam/policy:Policy":
+            outputs.update(arn=f"arn:aws:iam::{ACCOUNT}:policy/{physical}", name=physical)
         elif kind == "aws:cloudwatch/logGroup:LogGroup":
             outputs.update(arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{physical}")
         elif kind == "aws:cloudfront/cachePolicy:CachePolicy":

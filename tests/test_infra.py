@@ -52,7 +52,8 @@ def test_resource_counts(stack):
         "aws:sns/topicSubscription:TopicSubscription": 3 if name == "prod" else 2,
         "aws:lambda/function:Function": 2, "aws:lambda/layerVersion:LayerVersion": 1,
         "aws:lambda/permission:Permission": 2, "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig": 2,
-        "aws:iam/role:Role": 2, "aws:iam/rolePolicy:RolePolicy": 4, "aws:cloudwatch/logGroup:LogGroup": 2,
+        "aws:iam/role:Role": 2, "aws:iam/rolePolicy:RolePolicy": 4, "aws:iam/policy:Policy": 1,
+        "aws:cloudwatch/logGroup:LogGroup": 2,
         "aws:sqs/queue:Queue": 1, "aws:cloudwatch/metricAlarm:MetricAlarm": 3,
         "aws:cloudfront/distribution:Distribution": 1, "aws:cloudfront/originAccessControl:OriginAccessControl": 1,
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": 1,
@@ -295,6 +296,52 @@ def test_resize_may_tag_processed_images_only(stack):
     assert not allowed(resize, "s3:PutObjectTagging", f"{b['uploads']}/uploads/images/original/2026/IMG_0042.HEIC")
     assert not allowed(resize, "s3:PutObjectTagging", f"{b['backup']}/uploads/images/original/2026/IMG_0042.HEIC")
     assert not allowed(role_documents(deployment, "backup"), "s3:PutObject", f"{b['processed']}/uploads/images/large/p.jpg")
+
+
+def test_an_app_backend_may_sign_uploads_of_originals_and_nothing_else(stack):
+    _, deployment = stack
+    b = {role: f"arn:aws:s3:::{bucket['bucket']}" for role, bucket in buckets(deployment).items()}
+    (policy,) = deployment.of_type("aws:iam/policy:Policy")
+    assert statements(policy.inputs["policy"]) == [{
+        "Sid": "SignUploadsOfOriginals", "Effect": "Allow", "Action": "s3:PutObject",
+        "Resource": f"{b['uploads']}/uploads/images/original/*"}]
+    documents = statements(policy.inputs["policy"])
+    assert allowed(documents, "s3:PutObject", f"{b['uploads']}/uploads/images/original/2026/IMG_0042.HEIC")
+    for action, resource in (("s3:PutObject", f"{b['uploads']}/uploads/images/large/p.jpg"),
+                             ("s3:PutObject", f"{b['uploads']}/p.jpg"),
+                             ("s3:PutObject", f"{b['processed']}/uploads/images/original/p.jpg"),
+                             ("s3:GetObject", f"{b['uploads']}/uploads/images/original/p.jpg"),
+                             ("s3:DeleteObject", f"{b['uploads']}/uploads/images/original/p.jpg"),
+                             ("s3:PutObjectAcl", f"{b['uploads']}/uploads/images/original/p.jpg")):
+        assert not allowed(documents, action, resource), (action, resource)
+    exports = deployment.exports
+    assert exports["uploaderPolicyArn"] == policy.outputs["arn"]
+    assert (exports["uploadsBucket"], exports["uploadPrefix"], exports["uploadMaxBytes"]) == (
+        buckets(deployment)["uploads"]["bucket"], "uploads/images/original/", 50 * 2**20)
+    # without uploaderRoleTrust no role is made for it: the backend attaches the policy to its own
+    assert "uploaderRoleArn" not in exports and not deployment.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+
+
+def test_a_named_principal_gets_a_role_that_may_sign_uploads():
+    backend = "arn:aws:iam::210987654321:role/app-backend"
+    deployment = deploy("dev", {"uploaderRoleTrust": backend, "pipeline": json.dumps({"max_bytes": 20_000_000})})
+    (policy,) = deployment.of_type("aws:iam/policy:Policy")
+    (role,) = [r for r in deployment.of_type("aws:iam/role:Role") if r.name == "uploader-role"]
+    assert statements(role.inputs["assumeRolePolicy"]) == [
+        {"Effect": "Allow", "Principal": {"AWS": backend}, "Action": "sts:AssumeRole"}]
+    (attachment,) = deployment.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert (attachment.inputs["role"], attachment.inputs["policyArn"]) == (role.outputs["name"], policy.outputs["arn"])
+    assert deployment.exports["uploaderRoleArn"] == role.outputs["arn"]
+    assert deployment.exports["uploadMaxBytes"] == 20_000_000
+
+
+@pytest.mark.parametrize("trust", ["210987654321", "app-backend", "arn:aws:iam::2109876543:role/x",
+                                   "arn:aws:s3:::uploads", "arn:aws:iam::210987654321:group/devs"])
+def test_a_trust_that_is_no_principal_arn_is_refused(trust):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="'uploaderRoleTrust'.* is not an AWS principal ARN"):
+        deploy("dev", {"uploaderRoleTrust": trust})
 
 
 def test_functions_runtime_memory_environment_and_artifact(stack):
