@@ -26,5 +26,8 @@ outputs = {
 }
 if stack.uploader.role:
     outputs["uploaderRoleArn"] = stack.uploader.role.arn
+outputs["originals"] = settings.originals  # public, signed or private (README, Privacy)
+if stack.cdn.originals_key:
+    outputs["originalsKeyId"] = stack.cdn.originals_key.id  # the Key-Pair-Id of a signed URL
 for name, value in outputs.items():
     pulumi.export(name, value)

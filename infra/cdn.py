@@ -10,6 +10,10 @@ nothing stale (see pipeline/caching.py for the two lifetimes).
   function of its own, not a test of the URI in a shared one: CloudFront matches behaviours on
   the normalized path, so a URI test could be dodged by spelling the path differently.
 - Every response carries nosniff and CONTENT_SECURITY_POLICY (response headers policy).
+- Originals (ORIGINALS_MODES): `public` serves them to anyone at once; `signed` only with a URL
+  signed by the key in the stack's key group; `private` never: no origin for the uploads bucket,
+  and their path is answered 403 at the edge (a viewer-request function), so it cannot fall
+  through to the processed bucket's behaviour either.
 - 403/404 (S3 answers 403 for a missing key: this distribution may not list) are cached at the edge
   for ERROR_CACHE_SECONDS only, so a variation asked for before it exists appears soon after.
 """
@@ -110,6 +114,14 @@ def _viewer_response_code(original: bool) -> str:
 
 VIEWER_RESPONSE_CODE = _viewer_response_code(original=False)
 ORIGINALS_RESPONSE_CODE = _viewer_response_code(original=True)
+# With `originals: private`: every request for an original is answered here, before the cache.
+ORIGINALS_DENIED_CODE = (
+    "function handler(event) {\n"
+    "  return {statusCode: 403, statusDescription: \"Forbidden\"};\n"
+    "}\n")
+
+ORIGINALS_PATH = "/uploads/images/original/*"
+ORIGINALS_MODES = ("public", "signed", "private")
 
 
 @dataclass
@@ -120,6 +132,8 @@ class CdnArgs:
     cors_origins: list[str]
     domain_name: str | None = None
     certificate_arn: str | None = None
+    originals: str = "public"  # one of ORIGINALS_MODES
+    originals_public_key: str | None = None  # PEM; the key signed URLs of originals are checked with
 
 
 class Cdn(pulumi.ComponentResource):
@@ -165,19 +179,42 @@ class Cdn(pulumi.ComponentResource):
             f"{name}-cache-control", name=f"{prefix}-cache-control", runtime="cloudfront-js-2.0",
             comment=f"Cache-Control: a year with ?{VERSION_PARAMETER}=, else the origin's", publish=True,
             code=VIEWER_RESPONSE_CODE, opts=child)
-        self.originals_response = aws.cloudfront.Function(
-            f"{name}-originals-response", name=f"{prefix}-originals-response", runtime="cloudfront-js-2.0",
-            comment="Cache-Control as for every file; an original that is no accepted image type is a download",
-            publish=True, code=ORIGINALS_RESPONSE_CODE, opts=child)
 
-        def behaviour(origin: str, path: str | None = None, response: aws.cloudfront.Function | None = None) -> dict:
+        def behaviour(origin: str, path: str | None = None, function: aws.cloudfront.Function | None = None,
+                      event: str = "viewer-response") -> dict:
             result = {"target_origin_id": origin, "viewer_protocol_policy": "redirect-to-https",
                       "allowed_methods": ["GET", "HEAD", "OPTIONS"], "cached_methods": ["GET", "HEAD"],
                       "cache_policy_id": self.cache_policy.id, "response_headers_policy_id": headers.id,
                       "compress": True,
-                      "function_associations": [{"event_type": "viewer-response",
-                                                 "function_arn": (response or self.viewer_response).arn}]}
+                      "function_associations": [{"event_type": event,
+                                                 "function_arn": (function or self.viewer_response).arn}]}
             return {**result, "path_pattern": path} if path else result
+
+        self.originals_key: aws.cloudfront.PublicKey | None = None
+        if args.originals == "private":
+            denied = aws.cloudfront.Function(
+                f"{name}-originals-denied", name=f"{prefix}-originals-denied", runtime="cloudfront-js-2.0",
+                comment="originals: private; the CDN never serves an original", publish=True,
+                code=ORIGINALS_DENIED_CODE, opts=child)
+            # The processed origin is named because a behaviour must name one; the function answers
+            # before any origin is asked.
+            originals = behaviour("processed", ORIGINALS_PATH, denied, "viewer-request")
+        else:
+            response = aws.cloudfront.Function(
+                f"{name}-originals-response", name=f"{prefix}-originals-response", runtime="cloudfront-js-2.0",
+                comment="Cache-Control as for every file; an original that is no accepted image type is a download",
+                publish=True, code=ORIGINALS_RESPONSE_CODE, opts=child)
+            originals = behaviour("uploads", ORIGINALS_PATH, response)
+        if args.originals == "signed":
+            # Autonamed (a prefix, not a name): a new key replaces the old one without a name clash.
+            # The provider compares the PEM as given, trailing newline included.
+            self.originals_key = aws.cloudfront.PublicKey(
+                f"{name}-originals-key", name_prefix=f"{prefix}-originals-", opts=child,
+                comment="Checks signed URLs of originals", encoded_key=args.originals_public_key.strip() + "\n")
+            key_group = aws.cloudfront.KeyGroup(
+                f"{name}-originals-key-group", name=f"{prefix}-originals", items=[self.originals_key.id],
+                comment="Signers of URLs of originals", opts=child)
+            originals["trusted_key_groups"] = [key_group.id]
 
         certificate = ({"acm_certificate_arn": args.certificate_arn, "ssl_support_method": "sni-only",
                         "minimum_protocol_version": "TLSv1.2_2021"}
@@ -186,16 +223,14 @@ class Cdn(pulumi.ComponentResource):
             f"{name}-distribution", enabled=True, is_ipv6_enabled=True, http_version="http2and3",
             price_class=args.price_class, aliases=[args.domain_name] if args.domain_name else None,
             comment=f"{pulumi.get_project()} {pulumi.get_stack()}",
-            origins=[
-                {"origin_id": "uploads", "domain_name": args.uploads_bucket.bucket_regional_domain_name,
-                 "origin_access_control_id": access.id},
+            origins=([{"origin_id": "uploads", "domain_name": args.uploads_bucket.bucket_regional_domain_name,
+                       "origin_access_control_id": access.id}] if args.originals != "private" else []) + [
                 {"origin_id": "processed", "domain_name": args.processed_bucket.bucket_regional_domain_name,
                  "origin_access_control_id": access.id},
             ],
-            # First match wins: originals come from the uploads bucket, everything else under
-            # uploads/images/ (variations, manifests) from the processed bucket.
-            ordered_cache_behaviors=[behaviour("uploads", "/uploads/images/original/*", self.originals_response),
-                                     behaviour("processed", "/uploads/images/*")],
+            # First match wins: originals come from the uploads bucket (or nowhere), everything else
+            # under uploads/images/ (variations, manifests) from the processed bucket.
+            ordered_cache_behaviors=[originals, behaviour("processed", "/uploads/images/*")],
             default_cache_behavior=behaviour("processed"),
             custom_error_responses=[{"error_code": code, "error_caching_min_ttl": ERROR_CACHE_SECONDS}
                                     for code in CACHED_ERRORS],

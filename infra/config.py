@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from infra.cdn import ORIGINALS_MODES
 from pipeline.config import ConfigError, PipelineConfig
 
 RETENTION_MODES = ("GOVERNANCE", "COMPLIANCE")
@@ -40,6 +41,8 @@ class StackSettings:
     pipeline: PipelineConfig
     browser_uploads: bool = True
     uploader_role_trust: str | None = None
+    originals: str = "public"
+    originals_public_key: str | None = None
 
 
 def read_settings() -> StackSettings:
@@ -73,8 +76,11 @@ def read_settings() -> StackSettings:
         pipeline=pipeline_config,
         browser_uploads=config.require_bool("browserUploads"),
         uploader_role_trust=config.get("uploaderRoleTrust") or None,
+        originals=config.require("originals"),
+        originals_public_key=config.get("originalsPublicKey") or None,
     )
     _check(settings)
+    _stop_without_missing_settings(settings)
     return settings
 
 
@@ -107,9 +113,36 @@ def _check(settings: StackSettings) -> None:
     if settings.uploader_role_trust and not PRINCIPAL_ARN.match(settings.uploader_role_trust):
         raise ConfigError(f"stack config 'uploaderRoleTrust': {settings.uploader_role_trust!r} is not an AWS "
                           "principal ARN (arn:aws:iam::123456789012:role/app-backend, ...:user/..., ...:root)")
+    if settings.originals not in ORIGINALS_MODES:
+        raise ConfigError(f"stack config 'originals' must be one of {', '.join(ORIGINALS_MODES)}, "
+                          f"not {settings.originals!r}")
+    if settings.originals_public_key and settings.originals != "signed":
+        raise ConfigError(f"stack config 'originalsPublicKey' is set but 'originals' is {settings.originals!r}: "
+                          "set originals to signed, or remove the key")
+    if settings.originals_public_key and not PUBLIC_KEY_PEM.match(settings.originals_public_key.strip()):
+        raise ConfigError("stack config 'originalsPublicKey' must be a PEM public key, from "
+                          "-----BEGIN PUBLIC KEY----- to -----END PUBLIC KEY----- (openssl rsa -pubout)")
 
 
 # An origin a browser sends: http(s), a host (its leftmost label may be `*`), an optional port.
 CORS_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:\d{1,5})?\Z")
 # An IAM principal a role's trust policy may name: an account's root, a role or a user.
 PRINCIPAL_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:(root|role/\S+|user/\S+)\Z")
+# What CloudFront takes as a public key: PEM, SubjectPublicKeyInfo ("openssl rsa -pubout").
+PUBLIC_KEY_PEM = re.compile(r"-----BEGIN PUBLIC KEY-----\s+[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----\Z")
+
+
+def missing_settings(settings: StackSettings) -> dict[str, str]:
+    """Each setting this stack cannot be deployed without and does not have, with what it is."""
+    missing = {}
+    if settings.originals == "signed" and not settings.originals_public_key:
+        missing["originalsPublicKey"] = ("originals is signed: the PEM public key of the key pair an app signs "
+                                         "URLs with (pulumi config set originalsPublicKey < originals-public.pem)")
+    return missing
+
+
+def _stop_without_missing_settings(settings: StackSettings) -> None:
+    missing = missing_settings(settings)
+    if missing:
+        raise ConfigError(f"stack {pulumi.get_stack()!r} is missing settings only a person can know: "
+                          + "; ".join(f"{key} ({why})" for key, why in missing.items()))

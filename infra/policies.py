@@ -141,3 +141,8 @@ def uploader_policy(uploads: str) -> dict[str, Any]:
 def assume_role_by(principal_arn: str) -> dict[str, Any]:
     """Only this AWS principal (an account root, role or user ARN) may assume the role."""
     return document({"Effect": "Allow", "Principal": {"AWS": principal_arn}, "Action": "sts:AssumeRole"})
+
+
+def tls_only_bucket_policy(bucket: str) -> dict[str, Any]:
+    """Uploads when the CDN serves no originals: TLS only, and no reader at all."""
+    return document(deny_insecure_transport(bucket))

@@ -117,12 +117,17 @@ class Storage(pulumi.ComponentResource):
         self.names = {role: bucket.bucket for role, bucket in self.buckets.items()}
         self.register_outputs({f"{role}_bucket": bucket.bucket for role, bucket in self.buckets.items()})
 
-    def allow_cdn_reads(self, distribution_arn: pulumi.Input[str]) -> None:
-        """TLS-only policies for the served buckets, readable by this distribution alone."""
+    def allow_cdn_reads(self, distribution_arn: pulumi.Input[str], originals: bool = True) -> None:
+        """TLS-only policies for the served buckets, readable by this distribution alone; with
+        `originals` False (the CDN serves none) the uploads bucket is readable by nobody."""
         for role, prefix in (("uploads", policies.ORIGINALS), ("processed", policies.IMAGES)):
             bucket = self.buckets[role]
+
+            def document(values, prefix=prefix, served=originals or role != "uploads") -> str:
+                return json.dumps(policies.served_bucket_policy(values[0], prefix, values[1]) if served
+                                  else policies.tls_only_bucket_policy(values[0]))
+
             aws.s3.BucketPolicy(
                 f"{self.component_name}-{role}-policy", bucket=bucket.id,
-                policy=pulumi.Output.all(bucket.bucket, distribution_arn).apply(
-                    lambda values, prefix=prefix: json.dumps(policies.served_bucket_policy(values[0], prefix, values[1]))),
+                policy=pulumi.Output.all(bucket.bucket, distribution_arn).apply(document),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.public_access_blocks[role]]))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pulumi
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "image-pipeline"
@@ -20,6 +22,12 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 CACHE_POLICY_ID = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 DISTRIBUTION_ID = "E2EXAMPLE0CDN"
+ORIGINALS_KEY_ID = "K2JCJMDEHXQW5F"  # CloudFront's id of the public key: a signed URL's Key-Pair-Id
+KEY_GROUP_ID = "6e1f0c2a-5b7d-4c3e-9a8f-2d4b6c8e0a1f"
+# The key pair of signed originals, made once per run as a person would with openssl.
+ORIGINALS_PRIVATE_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+ORIGINALS_PUBLIC_KEY = ORIGINALS_PRIVATE_KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 @dataclass
@@ -79,6 +87,10 @@ class Mocks(pulumi.runtime.Mocks):
         elif kind == "aws:cloudfront/function:Function":
             outputs.update(arn=f"arn:aws:cloudfront::{ACCOUNT}:function/{physical}", etag="ETVPDKIKX0DER",
                            liveStageEtag="ETVPDKIKX0DER", status="UNASSOCIATED")
+        elif kind == "aws:cloudfront/publicKey:PublicKey":
+            resource_id = ORIGINALS_KEY_ID
+        elif kind == "aws:cloudfront/keyGroup:KeyGroup":
+            resource_id = KEY_GROUP_ID
         elif kind == "aws:cloudfront/distribution:Distribution":
             resource_id = DISTRIBUTION_ID
             outputs.update(arn=f"arn:aws:cloudfront::{ACCOUNT}:distribution/{resource_id}",

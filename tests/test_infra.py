@@ -10,7 +10,8 @@ from collections import Counter
 
 import pytest
 
-from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, DISTRIBUTION_ID, Registered, deploy
+from pulumi_harness import (ACCOUNT, CACHE_POLICY_ID, DISTRIBUTION_ID, KEY_GROUP_ID, ORIGINALS_KEY_ID,
+                            ORIGINALS_PUBLIC_KEY, Registered, deploy)
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -585,6 +586,100 @@ def test_the_originals_function_and_python_agree_on_every_content_type():
             assert got == {k: {"value": v} for k, v in expected.items()}, headers
             if original and headers.get("content-type") in ("text/html", "image/svg+xml"):
                 assert got["content-disposition"] == {"value": "attachment"}
+
+
+@needs_node
+def test_a_private_originals_function_answers_403_before_any_origin():
+    from infra.cdn import ORIGINALS_DENIED_CODE
+
+    event = {"request": {"method": "GET", "uri": "/uploads/images/original/2026/IMG_0042.HEIC", "querystring": {},
+                         "headers": {}, "cookies": {}}}
+    assert run_function(ORIGINALS_DENIED_CODE, event) == {"statusCode": 403, "statusDescription": "Forbidden"}
+
+
+def behaviours_of(deployment) -> tuple[dict, list[dict]]:
+    """The originals' behaviour, and every other (the default last)."""
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    originals, *others = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
+    assert originals["pathPattern"] == "/uploads/images/original/*"
+    return originals, others
+
+
+def uploads_policy(deployment) -> list[dict]:
+    (policy,) = attached(deployment, f"{S3}bucketPolicy:BucketPolicy", buckets(deployment)["uploads"]["bucket"])
+    return statements(policy["policy"])
+
+
+def test_public_originals_are_served_to_anyone_from_the_uploads_bucket():
+    deployment = deploy("dev")
+    originals, others = behaviours_of(deployment)
+    assert originals["targetOriginId"] == "uploads" and "trustedKeyGroups" not in originals
+    assert not any("trustedKeyGroups" in b for b in others)
+    assert not deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
+    assert not deployment.of_type("aws:cloudfront/publicKey:PublicKey")
+    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == ["AllowCloudFrontReads"]
+    assert deployment.exports["originals"] == "public" and "originalsKeyId" not in deployment.exports
+    assert "original" in deployment.exports["urlPatterns"]
+
+
+def test_signed_originals_need_a_url_signed_with_the_stacks_key():
+    deployment = deploy("dev", {"originals": "signed", "originalsPublicKey": ORIGINALS_PUBLIC_KEY})
+    (key,) = deployment.of_type("aws:cloudfront/publicKey:PublicKey")
+    assert key.inputs["encodedKey"] == ORIGINALS_PUBLIC_KEY.strip() + "\n" and "name" not in key.inputs
+    (group,) = deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
+    assert group.inputs["items"] == [ORIGINALS_KEY_ID]
+    originals, others = behaviours_of(deployment)
+    assert originals["targetOriginId"] == "uploads" and originals["trustedKeyGroups"] == [KEY_GROUP_ID]
+    assert not any("trustedKeyGroups" in b for b in others)  # variations and manifests stay public
+    functions = functions_by_name(deployment)
+    assert originals["functionAssociations"] == [{"eventType": "viewer-response",
+                                                  "functionArn": functions["cdn-originals-response"].outputs["arn"]}]
+    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == ["AllowCloudFrontReads"]
+    assert deployment.exports["originals"] == "signed" and deployment.exports["originalsKeyId"] == ORIGINALS_KEY_ID
+    assert "original" in deployment.exports["urlPatterns"]
+
+
+def test_private_originals_never_leave_the_uploads_bucket_through_the_cdn():
+    from infra.cdn import ORIGINALS_DENIED_CODE
+
+    deployment = deploy("dev", {"originals": "private"})
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    assert [o["originId"] for o in distribution.inputs["origins"]] == ["processed"]
+    assert not any(o["domainName"] == buckets(deployment)["uploads"]["bucketRegionalDomainName"]
+                   for o in distribution.inputs["origins"])
+    originals, others = behaviours_of(deployment)
+    functions = functions_by_name(deployment)
+    assert set(functions) == {"cdn-cache-control", "cdn-originals-denied"}
+    denied = functions["cdn-originals-denied"]
+    assert denied.inputs["code"] == ORIGINALS_DENIED_CODE and denied.inputs["publish"] is True
+    # its path never falls through to another behaviour: answered 403 before cache and origin
+    assert originals["functionAssociations"] == [{"eventType": "viewer-request", "functionArn": denied.outputs["arn"]}]
+    assert "trustedKeyGroups" not in originals and not deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
+    assert all(b["targetOriginId"] == "processed" for b in others)
+    # and the uploads bucket lets nobody read, not even this distribution
+    assert [s for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == []
+    assert deployment.exports["originals"] == "private" and "original" not in deployment.exports["urlPatterns"]
+
+
+def test_signed_originals_without_a_key_stop_with_a_message_naming_it():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="missing settings only a person can know: originalsPublicKey"):
+        deploy("dev", {"originals": "signed"})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"originals": "hidden"}, "'originals' must be one of public, signed, private"),
+    ({"originalsPublicKey": ORIGINALS_PUBLIC_KEY}, "'originalsPublicKey' is set but 'originals' is 'public'"),
+    ({"originals": "signed", "originalsPublicKey": "ssh-rsa AAAAB3NzaC1yc2E"}, "must be a PEM public key"),
+    ({"originals": "signed", "originalsPublicKey": ORIGINALS_PUBLIC_KEY.replace("PUBLIC", "RSA PRIVATE")},
+     "must be a PEM public key"),
+])
+def test_originals_settings_that_cannot_work_are_refused(overrides, message):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        deploy("dev", overrides)
 
 
 def test_served_bucket_policies_let_only_this_distribution_read(stack):
