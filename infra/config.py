@@ -43,6 +43,7 @@ class StackSettings:
     uploader_role_trust: str | None = None
     originals: str = "public"
     originals_public_key: str | None = None
+    require_human_settings: bool = False
 
 
 def read_settings() -> StackSettings:
@@ -78,6 +79,7 @@ def read_settings() -> StackSettings:
         uploader_role_trust=config.get("uploaderRoleTrust") or None,
         originals=config.require("originals"),
         originals_public_key=config.get("originalsPublicKey") or None,
+        require_human_settings=config.require_bool("requireHumanSettings"),
     )
     _check(settings)
     _stop_without_missing_settings(settings)
@@ -133,16 +135,25 @@ PUBLIC_KEY_PEM = re.compile(r"-----BEGIN PUBLIC KEY-----\s+[A-Za-z0-9+/=\s]+----
 
 
 def missing_settings(settings: StackSettings) -> dict[str, str]:
-    """Each setting this stack cannot be deployed without and does not have, with what it is."""
+    """Each setting only a person can know that this stack cannot be deployed without and does not
+    have, with why and how to set it. With requireHumanSettings: alarmEmail, and corsOrigins when
+    browsers upload directly. Always: originalsPublicKey when originals are signed. Never:
+    domainName (the CloudFront domain works)."""
     missing = {}
+    if settings.require_human_settings and not settings.alarm_email:
+        missing["alarmEmail"] = ("who receives the alarms; pulumi config set alarmEmail <address>")
+    if settings.require_human_settings and settings.browser_uploads and not settings.cors_origins:
+        missing["corsOrigins"] = ("the origins of the apps whose browsers upload (browserUploads is true); "
+                                  "pulumi config set --path 'corsOrigins[0]' https://<app's host>")
     if settings.originals == "signed" and not settings.originals_public_key:
         missing["originalsPublicKey"] = ("originals is signed: the PEM public key of the key pair an app signs "
-                                         "URLs with (pulumi config set originalsPublicKey < originals-public.pem)")
+                                         "URLs with; pulumi config set originalsPublicKey < originals-public.pem")
     return missing
 
 
 def _stop_without_missing_settings(settings: StackSettings) -> None:
     missing = missing_settings(settings)
     if missing:
-        raise ConfigError(f"stack {pulumi.get_stack()!r} is missing settings only a person can know: "
-                          + "; ".join(f"{key} ({why})" for key, why in missing.items()))
+        raise ConfigError(f"stack {pulumi.get_stack()!r} is missing settings only a person can know; "
+                          "set each, then run pulumi up again:\n"
+                          + "\n".join(f"  {key}: {why}" for key, why in missing.items()))

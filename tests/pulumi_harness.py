@@ -114,10 +114,21 @@ def stack_config(stack: str) -> dict[str, str]:
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 
-def deploy(stack: str, overrides: dict[str, str] | None = None) -> Deployment:
-    """Run the program for Pulumi.<stack>.yaml, with `overrides` as if set by `pulumi config set`."""
+# What a person sets with `pulumi config set` before a stack's first `pulumi up`: the stack files
+# ship no value for them (Pulumi.prod.yaml requires them, and `pulumi up` stops without them).
+SET_BY_A_PERSON = {
+    "prod": {"alarmEmail": "ops@example.com", "corsOrigins": json.dumps(["https://www.example.com"]),
+             "originalsPublicKey": ORIGINALS_PUBLIC_KEY},
+}
+
+
+def deploy(stack: str, overrides: dict[str, str] | None = None, *, set_by_a_person: bool = True) -> Deployment:
+    """Run the program for Pulumi.<stack>.yaml, with what a person sets on that stack (unless
+    `set_by_a_person` is False) and `overrides`, as if set by `pulumi config set`."""
     deployment = Deployment()
     config = stack_config(stack)
+    if set_by_a_person:
+        config.update({f"{PROJECT}:{key}": value for key, value in SET_BY_A_PERSON.get(stack, {}).items()})
     config.update({f"{PROJECT}:{key}": value for key, value in (overrides or {}).items()})
     pulumi.runtime.set_all_config(config)
     pulumi.runtime.set_mocks(Mocks(deployment), project=PROJECT, stack=stack, preview=False)

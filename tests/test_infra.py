@@ -60,6 +60,8 @@ def test_resource_counts(stack):
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": 1,
         "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 2,
     }
+    if name == "prod":  # originals: signed
+        expected |= {"aws:cloudfront/publicKey:PublicKey": 1, "aws:cloudfront/keyGroup:KeyGroup": 1}
     assert {t: c for t, c in counts.items() if t.startswith("aws:")} == expected
     assert counts["imagepipeline:index:ImagePipeline"] == 1
 
@@ -664,8 +666,9 @@ def test_private_originals_never_leave_the_uploads_bucket_through_the_cdn():
 def test_signed_originals_without_a_key_stop_with_a_message_naming_it():
     from pipeline.config import ConfigError
 
-    with pytest.raises(ConfigError, match="missing settings only a person can know: originalsPublicKey"):
+    with pytest.raises(ConfigError, match="missing settings only a person can know") as stopped:
         deploy("dev", {"originals": "signed"})
+    assert missing_keys(stopped.value) == ["originalsPublicKey"]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -680,6 +683,74 @@ def test_originals_settings_that_cannot_work_are_refused(overrides, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         deploy("dev", overrides)
+
+
+def missing_keys(error: Exception) -> list[str]:
+    """The keys a 'missing settings' message names, one per line."""
+    return re.findall(r"^  (\w+): ", str(error), flags=re.MULTILINE)
+
+
+# Settings only a person can know: no stack file may ship a value for them that someone made up.
+HUMAN_KEYS = ("alarmEmail", "corsOrigins", "domainName", "certificateArn", "originalsPublicKey", "uploaderRoleTrust")
+
+
+@pytest.mark.parametrize("stack_name", ["dev", "prod"])
+def test_no_stack_file_ships_a_placeholder_for_what_only_a_person_knows(stack_name):
+    import yaml
+    from pulumi_harness import ROOT
+
+    values = yaml.safe_load((ROOT / f"Pulumi.{stack_name}.yaml").read_text())["config"]
+    shipped = {key.split(":", 1)[1]: value for key, value in values.items() if key.split(":", 1)[1] in HUMAN_KEYS}
+    assert not any("example." in str(value) for value in shipped.values()), shipped
+    if stack_name == "prod":
+        assert shipped == {} and values["image-pipeline:requireHumanSettings"] is True
+        assert values["image-pipeline:originals"] == "signed"
+
+
+def test_prod_without_what_only_a_person_knows_stops_with_one_message_naming_each():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stack 'prod' is missing settings only a person can know") as stopped:
+        deploy("prod", set_by_a_person=False)
+    assert missing_keys(stopped.value) == ["alarmEmail", "corsOrigins", "originalsPublicKey"]
+    assert "pulumi config set alarmEmail" in str(stopped.value)
+
+
+@pytest.mark.parametrize("present, missing", [
+    ({"alarmEmail": "ops@acme.test"}, ["corsOrigins", "originalsPublicKey"]),
+    ({"corsOrigins": json.dumps(["https://app.acme.test"])}, ["alarmEmail", "originalsPublicKey"]),
+    ({"browserUploads": "false"}, ["alarmEmail", "originalsPublicKey"]),  # no browser uploads: no origins needed
+    ({"originals": "private"}, ["alarmEmail", "corsOrigins"]),
+])
+def test_prod_names_exactly_what_is_still_missing(present, missing):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError) as stopped:
+        deploy("prod", present, set_by_a_person=False)
+    assert missing_keys(stopped.value) == missing
+
+
+def test_prod_with_what_a_person_set_deploys_and_needs_no_domain():
+    deployment = deploy("prod", {"alarmEmail": "ops@acme.test", "corsOrigins": json.dumps(["https://app.acme.test"]),
+                                 "originalsPublicKey": ORIGINALS_PUBLIC_KEY}, set_by_a_person=False)
+    (email,) = [r.inputs for r in deployment.of_type("aws:sns/topicSubscription:TopicSubscription")
+                if r.inputs["protocol"] == "email"]
+    assert email["endpoint"] == "ops@acme.test"
+    assert deployment.exports["cdnDomain"] == "d111111abcdef8.cloudfront.net"
+
+
+@pytest.mark.parametrize("stack_name", ["dev", "fresh"])
+def test_dev_and_a_new_stack_deploy_with_defaults(stack_name):
+    deployment = deploy(stack_name, set_by_a_person=False)
+    assert deployment.exports["originals"] == "public" and deployment.of_type("aws:cloudfront/distribution:Distribution")
+
+
+def test_require_human_settings_is_a_stack_setting_not_a_stack_name():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stack 'dev' is missing") as stopped:
+        deploy("dev", {"requireHumanSettings": "true", "corsOrigins": "[]"})
+    assert missing_keys(stopped.value) == ["alarmEmail", "corsOrigins"]
 
 
 def test_served_bucket_policies_let_only_this_distribution_read(stack):
