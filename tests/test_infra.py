@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from pulumi_harness import (ACCOUNT, CACHE_POLICY_ID, DISTRIBUTION_ID, KEY_GROUP_ID, ORIGINALS_KEY_ID,
-                            ORIGINALS_PUBLIC_KEY, Registered, deploy)
+                            ORIGINALS_PRIVATE_KEY, ORIGINALS_PUBLIC_KEY, ROOT, Registered, deploy)
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -751,6 +751,40 @@ def test_require_human_settings_is_a_stack_setting_not_a_stack_name():
     with pytest.raises(ConfigError, match="stack 'dev' is missing") as stopped:
         deploy("dev", {"requireHumanSettings": "true", "corsOrigins": "[]"})
     assert missing_keys(stopped.value) == ["alarmEmail", "corsOrigins"]
+
+
+def test_the_readmes_signed_url_is_one_the_stacks_key_verifies(tmp_path, monkeypatch):
+    """The README's snippet, run as written, with prod's exported key id and the private half of
+    the key pair whose public half prod was given."""
+    import base64
+    from urllib.parse import parse_qs, urlsplit
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    privacy = (ROOT / "README.md").read_text().split("## Privacy", 1)[1]
+    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", privacy, flags=re.DOTALL)
+                  if "CloudFrontSigner" in block]
+    (tmp_path / "originals-private.pem").write_bytes(ORIGINALS_PRIVATE_KEY.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    monkeypatch.chdir(tmp_path)
+    deployment = deploy("prod")
+    exports = deployment.exports
+    namespace = {"KEY_ID": exports["originalsKeyId"], "CDN_DOMAIN": exports["cdnDomain"]}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+
+    url = urlsplit(namespace["url"])
+    resource = f"https://{exports['cdnDomain']}/uploads/images/original/2026/IMG_0042.HEIC"
+    assert f"{url.scheme}://{url.netloc}{url.path}" == resource
+    query = {k: v for k, (v,) in parse_qs(url.query).items()}
+    assert set(query) == {"Expires", "Signature", "Key-Pair-Id"} and query["Key-Pair-Id"] == ORIGINALS_KEY_ID
+    # CloudFront's canned policy, and its URL-safe base64 (- for +, _ for =, ~ for /)
+    policy = ('{"Statement":[{"Resource":"%s","Condition":{"DateLessThan":{"AWS:EpochTime":%s}}}]}'
+              % (resource, query["Expires"])).encode()
+    signature = base64.b64decode(query["Signature"].translate(str.maketrans("-_~", "+=/")))
+    (key,) = deployment.of_type("aws:cloudfront/publicKey:PublicKey")  # the key CloudFront checks with
+    public_key = serialization.load_pem_public_key(key.inputs["encodedKey"].encode())
+    public_key.verify(signature, policy, padding.PKCS1v15(), hashes.SHA1())
 
 
 def test_served_bucket_policies_let_only_this_distribution_read(stack):
