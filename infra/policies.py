@@ -144,5 +144,6 @@ def assume_role_by(principal_arn: str) -> dict[str, Any]:
 
 
 def tls_only_bucket_policy(bucket: str) -> dict[str, Any]:
-    """Uploads when the CDN serves no originals: TLS only, and no reader at all."""
+    """Uploads when the CDN serves no originals: TLS only, and no reads granted to anyone (the
+    functions read through their roles' own policies)."""
     return document(deny_insecure_transport(bucket))

@@ -119,7 +119,8 @@ class Storage(pulumi.ComponentResource):
 
     def allow_cdn_reads(self, distribution_arn: pulumi.Input[str], originals: bool = True) -> None:
         """TLS-only policies for the served buckets, readable by this distribution alone; with
-        `originals` False (the CDN serves none) the uploads bucket is readable by nobody."""
+        `originals` False (the CDN serves none) the uploads bucket's policy grants no reads at all
+        (the functions read it through their own roles)."""
         for role, prefix in (("uploads", policies.ORIGINALS), ("processed", policies.IMAGES)):
             bucket = self.buckets[role]
 
