@@ -4,10 +4,12 @@ stack files (Pulumi.dev.yaml, Pulumi.prod.yaml) hold values only."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pulumi
 
+from infra.cdn import ORIGINALS_MODES
 from pipeline.config import ConfigError, PipelineConfig
 
 RETENTION_MODES = ("GOVERNANCE", "COMPLIANCE")
@@ -37,6 +39,11 @@ class StackSettings:
     certificate_arn: str | None
     alarm_email: str | None
     pipeline: PipelineConfig
+    browser_uploads: bool = True
+    uploader_role_trust: str | None = None
+    originals: str = "public"
+    originals_public_key: str | None = None
+    require_human_settings: bool = False
 
 
 def read_settings() -> StackSettings:
@@ -68,8 +75,14 @@ def read_settings() -> StackSettings:
         certificate_arn=config.get("certificateArn") or None,
         alarm_email=config.get("alarmEmail") or None,
         pipeline=pipeline_config,
+        browser_uploads=config.require_bool("browserUploads"),
+        uploader_role_trust=config.get("uploaderRoleTrust") or None,
+        originals=config.require("originals"),
+        originals_public_key=config.get("originalsPublicKey") or None,
+        require_human_settings=config.require_bool("requireHumanSettings"),
     )
     _check(settings)
+    _stop_without_missing_settings(settings)
     return settings
 
 
@@ -94,3 +107,53 @@ def _check(settings: StackSettings) -> None:
                       ("tombstoneDays", settings.tombstone_days)):
         if days < 1:
             raise ConfigError(f"stack config '{key}' must be at least 1 (days), not {days}")
+    for origin in settings.cors_origins:
+        if not CORS_ORIGIN.match(origin):
+            raise ConfigError(f"stack config 'corsOrigins': {origin!r} is not an origin: scheme://host[:port], "
+                              "without path or trailing slash, '*' at most as the leftmost label "
+                              "(https://app.example.org, https://*.example.org, http://localhost:3000)")
+    if settings.uploader_role_trust and not PRINCIPAL_ARN.match(settings.uploader_role_trust):
+        raise ConfigError(f"stack config 'uploaderRoleTrust': {settings.uploader_role_trust!r} is not an AWS "
+                          "principal ARN (arn:aws:iam::123456789012:role/app-backend, ...:user/..., ...:root)")
+    if settings.originals not in ORIGINALS_MODES:
+        raise ConfigError(f"stack config 'originals' must be one of {', '.join(ORIGINALS_MODES)}, "
+                          f"not {settings.originals!r}")
+    if settings.originals_public_key and settings.originals != "signed":
+        raise ConfigError(f"stack config 'originalsPublicKey' is set but 'originals' is {settings.originals!r}: "
+                          "set originals to signed, or remove the key")
+    if settings.originals_public_key and not PUBLIC_KEY_PEM.match(settings.originals_public_key.strip()):
+        raise ConfigError("stack config 'originalsPublicKey' must be a PEM public key, from "
+                          "-----BEGIN PUBLIC KEY----- to -----END PUBLIC KEY----- (openssl rsa -pubout)")
+
+
+# An origin a browser sends: http(s), a host (its leftmost label may be `*`), an optional port.
+CORS_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:\d{1,5})?\Z")
+# An IAM principal a role's trust policy may name: an account's root, a role or a user.
+PRINCIPAL_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:(root|role/\S+|user/\S+)\Z")
+# What CloudFront takes as a public key: PEM, SubjectPublicKeyInfo ("openssl rsa -pubout").
+PUBLIC_KEY_PEM = re.compile(r"-----BEGIN PUBLIC KEY-----\s+[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----\Z")
+
+
+def missing_settings(settings: StackSettings) -> dict[str, str]:
+    """Each setting only a person can know that this stack cannot be deployed without and does not
+    have, with why and how to set it. With requireHumanSettings: alarmEmail, and corsOrigins when
+    browsers upload directly. Always: originalsPublicKey when originals are signed. Never:
+    domainName (the CloudFront domain works)."""
+    missing = {}
+    if settings.require_human_settings and not settings.alarm_email:
+        missing["alarmEmail"] = ("who receives the alarms; pulumi config set alarmEmail <address>")
+    if settings.require_human_settings and settings.browser_uploads and not settings.cors_origins:
+        missing["corsOrigins"] = ("the origins of the apps whose browsers upload (browserUploads is true); "
+                                  "pulumi config set --path 'corsOrigins[0]' https://<app's host>")
+    if settings.originals == "signed" and not settings.originals_public_key:
+        missing["originalsPublicKey"] = ("originals is signed: the PEM public key of the key pair an app signs "
+                                         "URLs with; pulumi config set originalsPublicKey < originals-public.pem")
+    return missing
+
+
+def _stop_without_missing_settings(settings: StackSettings) -> None:
+    missing = missing_settings(settings)
+    if missing:
+        raise ConfigError(f"stack {pulumi.get_stack()!r} is missing settings only a person can know; "
+                          "set each, then run pulumi up again:\n"
+                          + "\n".join(f"  {key}: {why}" for key, why in missing.items()))
