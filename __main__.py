@@ -4,6 +4,7 @@ import pulumi
 
 from infra.config import read_settings
 from infra.image_pipeline import ImagePipeline, ImagePipelineArgs
+from pipeline.keys import ORIGINAL_PREFIX
 
 settings = read_settings()
 stack = ImagePipeline("image-pipeline", ImagePipelineArgs(settings))
@@ -18,6 +19,15 @@ outputs = {
     "resizeFunction": stack.functions.functions["resize"].name,
     "backupFunction": stack.functions.functions["backup"].name,
     "urlPatterns": stack.url_patterns,
+    # What an app backend needs to sign presigned POSTs for browsers (README, Privacy).
+    "uploaderPolicyArn": stack.uploader.policy.arn,
+    "uploadPrefix": ORIGINAL_PREFIX,
+    "uploadMaxBytes": settings.pipeline.max_bytes,
 }
+if stack.uploader.role:
+    outputs["uploaderRoleArn"] = stack.uploader.role.arn
+outputs["originals"] = settings.originals  # public, signed or private (README, Privacy)
+if stack.cdn.originals_key:
+    outputs["originalsKeyId"] = stack.cdn.originals_key.id  # the Key-Pair-Id of a signed URL
 for name, value in outputs.items():
     pulumi.export(name, value)

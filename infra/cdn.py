@@ -5,6 +5,15 @@ nothing stale (see pipeline/caching.py for the two lifetimes).
 - A viewer-response function gives a versioned response VERSIONED_CACHE and leaves an unversioned
   one the origin's Cache-Control (VARIATION_CACHE when the origin sent none). CloudFront does not
   run viewer-response functions on 4xx/5xx responses, so errors go out as S3 sent them.
+- The originals' behaviour has its own viewer-response function: the same rule, and an original
+  whose stored content type is not an accepted image type goes out as a download. It is a
+  function of its own, not a test of the URI in a shared one: CloudFront matches behaviours on
+  the normalized path, so a URI test could be dodged by spelling the path differently.
+- Every response carries nosniff and CONTENT_SECURITY_POLICY (response headers policy).
+- Originals (ORIGINALS_MODES): `public` serves them to anyone at once; `signed` only with a URL
+  signed by the key in the stack's key group; `private` never: no origin for the uploads bucket,
+  and their path is answered 403 at the edge (a viewer-request function), so it cannot fall
+  through to the processed bucket's behaviour either.
 - 403/404 (S3 answers 403 for a missing key: this distribution may not list) are cached at the edge
   for ERROR_CACHE_SECONDS only, so a variation asked for before it exists appears soon after.
 """
@@ -13,12 +22,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from pipeline.caching import VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE
+from pipeline.caching import (CONTENT_SECURITY_POLICY, DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION,
+                              ORIGINAL_IMAGE_TYPES, VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE)
 
 ERROR_CACHE_SECONDS = 5
 CACHED_ERRORS = (403, 404)
@@ -43,10 +54,42 @@ def viewer_cache_control(has_version: bool, origin_cache_control: str | None) ->
     return origin_cache_control or VARIATION_CACHE
 
 
-def _viewer_response_code() -> str:
+# The media type of a Content-Type value: what precedes its parameters, without the blanks HTTP
+# allows before it. The same pattern, as a JavaScript regular expression, is in the function.
+MEDIA_TYPE_PATTERN = r"^[ \t]*([^; \t]*)"
+
+
+def served_as_image(content_type: str | None) -> bool:
+    """Is an original stored with this Content-Type served as itself? Only when its media type,
+    in any case, is one of ORIGINAL_IMAGE_TYPES; no Content-Type at all is not an image."""
+    media_type = re.match(MEDIA_TYPE_PATTERN, content_type or "").group(1).lower()
+    return media_type in ORIGINAL_IMAGE_TYPES
+
+
+def original_download_headers(content_type: str | None) -> dict[str, str]:
+    """The headers the originals' function sets on a successful response: none for an image of an
+    accepted type; for anything else a type and a disposition that make a browser save it rather
+    than render it. For a local CDN to apply too."""
+    if served_as_image(content_type):
+        return {}
+    return {"content-type": DOWNLOAD_CONTENT_TYPE, "content-disposition": DOWNLOAD_DISPOSITION}
+
+
+def viewer_response_headers(headers: Mapping[str, str], *, has_version: bool, original: bool) -> dict[str, str]:
+    """Every header of a successful response once its behaviour's viewer-response function ran
+    (ORIGINALS_RESPONSE_CODE when `original`, else VIEWER_RESPONSE_CODE). `headers`: the origin's,
+    by lower-case name."""
+    result = dict(headers)
+    result["cache-control"] = viewer_cache_control(has_version, headers.get("cache-control"))
+    if original:
+        result.update(original_download_headers(headers.get("content-type")))
+    return result
+
+
+def _viewer_response_code(original: bool) -> str:
     header, versioned, unversioned, parameter = (json.dumps(text) for text in (
         "cache-control", VERSIONED_CACHE, VARIATION_CACHE, VERSION_PARAMETER))
-    return (
+    code = (
         "function handler(event) {\n"
         "  var response = event.response, headers = response.headers;\n"
         f"  var version = event.request.querystring[{parameter}], origin = headers[{header}];\n"
@@ -54,12 +97,31 @@ def _viewer_response_code() -> str:
         f"    headers[{header}] = {{value: {versioned}}};\n"
         "  } else if (!(origin && origin.value)) {\n"
         f"    headers[{header}] = {{value: {unversioned}}};\n"
-        "  }\n"
-        "  return response;\n"
-        "}\n")
+        "  }\n")
+    if original:
+        content_type, disposition, images, download, attachment = (json.dumps(value) for value in (
+            "content-type", "content-disposition", list(ORIGINAL_IMAGE_TYPES), DOWNLOAD_CONTENT_TYPE,
+            DOWNLOAD_DISPOSITION))
+        code += (
+            f"  var type = headers[{content_type}];\n"
+            f"  var media = type && /{MEDIA_TYPE_PATTERN}/.exec(type.value)[1].toLowerCase();\n"
+            f"  if ({images}.indexOf(media) < 0) {{\n"
+            f"    headers[{content_type}] = {{value: {download}}};\n"
+            f"    headers[{disposition}] = {{value: {attachment}}};\n"
+            "  }\n")
+    return code + "  return response;\n}\n"
 
 
-VIEWER_RESPONSE_CODE = _viewer_response_code()
+VIEWER_RESPONSE_CODE = _viewer_response_code(original=False)
+ORIGINALS_RESPONSE_CODE = _viewer_response_code(original=True)
+# With `originals: private`: every request for an original is answered here, before the cache.
+ORIGINALS_DENIED_CODE = (
+    "function handler(event) {\n"
+    "  return {statusCode: 403, statusDescription: \"Forbidden\"};\n"
+    "}\n")
+
+ORIGINALS_PATH = "/uploads/images/original/*"
+ORIGINALS_MODES = ("public", "signed", "private")
 
 
 @dataclass
@@ -70,6 +132,8 @@ class CdnArgs:
     cors_origins: list[str]
     domain_name: str | None = None
     certificate_arn: str | None = None
+    originals: str = "public"  # one of ORIGINALS_MODES
+    originals_public_key: str | None = None  # PEM; the key signed URLs of originals are checked with
 
 
 class Cdn(pulumi.ComponentResource):
@@ -85,16 +149,19 @@ class Cdn(pulumi.ComponentResource):
                 "strict_transport_security": {"access_control_max_age_sec": 63072000, "include_subdomains": True,
                                               "override": True},
                 "content_type_options": {"override": True},
+                "content_security_policy": {"content_security_policy": CONTENT_SECURITY_POLICY, "override": True},
                 "frame_options": {"frame_option": "DENY", "override": True},
                 "referrer_policy": {"referrer_policy": "strict-origin-when-cross-origin", "override": True},
             },
+            # Reads with CORS (an app's fetch of a manifest) from the named origins only; an <img>
+            # needs none.
             cors_config={
                 "access_control_allow_credentials": False,
                 "access_control_allow_headers": {"items": ["*"]},
                 "access_control_allow_methods": {"items": ["GET", "HEAD"]},
                 "access_control_allow_origins": {"items": args.cors_origins},
                 "origin_override": True,
-            })
+            } if args.cors_origins else None)
 
         prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"  # both names are unique per account
         self.cache_policy = aws.cloudfront.CachePolicy(
@@ -113,14 +180,41 @@ class Cdn(pulumi.ComponentResource):
             comment=f"Cache-Control: a year with ?{VERSION_PARAMETER}=, else the origin's", publish=True,
             code=VIEWER_RESPONSE_CODE, opts=child)
 
-        def behaviour(origin: str, path: str | None = None) -> dict:
+        def behaviour(origin: str, path: str | None = None, function: aws.cloudfront.Function | None = None,
+                      event: str = "viewer-response") -> dict:
             result = {"target_origin_id": origin, "viewer_protocol_policy": "redirect-to-https",
                       "allowed_methods": ["GET", "HEAD", "OPTIONS"], "cached_methods": ["GET", "HEAD"],
                       "cache_policy_id": self.cache_policy.id, "response_headers_policy_id": headers.id,
                       "compress": True,
-                      "function_associations": [{"event_type": "viewer-response",
-                                                 "function_arn": self.viewer_response.arn}]}
+                      "function_associations": [{"event_type": event,
+                                                 "function_arn": (function or self.viewer_response).arn}]}
             return {**result, "path_pattern": path} if path else result
+
+        self.originals_key: aws.cloudfront.PublicKey | None = None
+        if args.originals == "private":
+            denied = aws.cloudfront.Function(
+                f"{name}-originals-denied", name=f"{prefix}-originals-denied", runtime="cloudfront-js-2.0",
+                comment="originals: private; the CDN never serves an original", publish=True,
+                code=ORIGINALS_DENIED_CODE, opts=child)
+            # The processed origin is named because a behaviour must name one; the function answers
+            # before any origin is asked.
+            originals = behaviour("processed", ORIGINALS_PATH, denied, "viewer-request")
+        else:
+            response = aws.cloudfront.Function(
+                f"{name}-originals-response", name=f"{prefix}-originals-response", runtime="cloudfront-js-2.0",
+                comment="Cache-Control as for every file; an original that is no accepted image type is a download",
+                publish=True, code=ORIGINALS_RESPONSE_CODE, opts=child)
+            originals = behaviour("uploads", ORIGINALS_PATH, response)
+        if args.originals == "signed":
+            # Autonamed (a prefix, not a name): a new key replaces the old one without a name clash.
+            # The provider compares the PEM as given, trailing newline included.
+            self.originals_key = aws.cloudfront.PublicKey(
+                f"{name}-originals-key", name_prefix=f"{prefix}-originals-", opts=child,
+                comment="Checks signed URLs of originals", encoded_key=args.originals_public_key.strip() + "\n")
+            key_group = aws.cloudfront.KeyGroup(
+                f"{name}-originals-key-group", name=f"{prefix}-originals", items=[self.originals_key.id],
+                comment="Signers of URLs of originals", opts=child)
+            originals["trusted_key_groups"] = [key_group.id]
 
         certificate = ({"acm_certificate_arn": args.certificate_arn, "ssl_support_method": "sni-only",
                         "minimum_protocol_version": "TLSv1.2_2021"}
@@ -129,16 +223,14 @@ class Cdn(pulumi.ComponentResource):
             f"{name}-distribution", enabled=True, is_ipv6_enabled=True, http_version="http2and3",
             price_class=args.price_class, aliases=[args.domain_name] if args.domain_name else None,
             comment=f"{pulumi.get_project()} {pulumi.get_stack()}",
-            origins=[
-                {"origin_id": "uploads", "domain_name": args.uploads_bucket.bucket_regional_domain_name,
-                 "origin_access_control_id": access.id},
+            origins=([{"origin_id": "uploads", "domain_name": args.uploads_bucket.bucket_regional_domain_name,
+                       "origin_access_control_id": access.id}] if args.originals != "private" else []) + [
                 {"origin_id": "processed", "domain_name": args.processed_bucket.bucket_regional_domain_name,
                  "origin_access_control_id": access.id},
             ],
-            # First match wins: originals come from the uploads bucket, everything else under
-            # uploads/images/ (variations, manifests) from the processed bucket.
-            ordered_cache_behaviors=[behaviour("uploads", "/uploads/images/original/*"),
-                                     behaviour("processed", "/uploads/images/*")],
+            # First match wins: originals come from the uploads bucket (or nowhere), everything else
+            # under uploads/images/ (variations, manifests) from the processed bucket.
+            ordered_cache_behaviors=[originals, behaviour("processed", "/uploads/images/*")],
             default_cache_behavior=behaviour("processed"),
             custom_error_responses=[{"error_code": code, "error_caching_min_ttl": ERROR_CACHE_SECONDS}
                                     for code in CACHED_ERRORS],

@@ -2,8 +2,10 @@
 stack files (Pulumi.dev.yaml, Pulumi.prod.yaml) hold values only.
 
 `_check` refuses, at preview, every value AWS would refuse later (or accept and then fail on), with
-a message naming the key; `advice` returns what is allowed but likely to fail on some accounts,
-which `read_settings` logs as warnings.
+a message naming the key; then `missing_settings` lists, in one message naming each, what this
+stack cannot be deployed without and only a person can set (deployerArn, alarmEmail, corsOrigins,
+originalsPublicKey, each under its own condition); `advice` returns what is allowed but likely to
+fail on some accounts, or weakens a protection, which `read_settings` logs as warnings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from infra.cdn import ORIGINALS_MODES
 from pipeline.config import ConfigError, PipelineConfig
 
 ARCHITECTURES = ("arm64", "x86_64")
@@ -32,8 +35,9 @@ UNRESERVED_MINIMUM = 100
 FUNCTIONS = 2  # resize and backup, each reserving `reservedConcurrency`
 # CloudFront takes ACM certificates from us-east-1 only.
 CERTIFICATE_REGION = "us-east-1"
-# aws:PrincipalArn is an IAM user's or role's ARN (or the account root), never an STS session's.
-PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(root|user/.+|role/.+)$")
+# An IAM principal: an account's root, a role or a user. What a role's trust policy may name
+# (uploaderRoleTrust) and what aws:PrincipalArn is (deployerArn), never an STS session's ARN.
+PRINCIPAL_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:(root|role/\S+|user/\S+)\Z")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class StackSettings:
     certificate_arn: str | None
     alarm_email: str | None
     pipeline: PipelineConfig
+    browser_uploads: bool = True
+    uploader_role_trust: str | None = None
+    originals: str = "public"
+    originals_public_key: str | None = None
+    require_human_settings: bool = False
     # Data lifecycle (README, "Tear down"): protect the buckets from `pulumi destroy`, and who may
     # change the backup bucket's settings and policy.
     protect_data: bool = True
@@ -95,11 +104,17 @@ def read_settings() -> StackSettings:
         certificate_arn=config.get("certificateArn") or None,
         alarm_email=config.get("alarmEmail") or None,
         pipeline=pipeline_config,
+        browser_uploads=config.require_bool("browserUploads"),
+        uploader_role_trust=config.get("uploaderRoleTrust") or None,
+        originals=config.require("originals"),
+        originals_public_key=config.get("originalsPublicKey") or None,
+        require_human_settings=config.require_bool("requireHumanSettings"),
         protect_data=config.require_bool("protectData"),
         deployer_arn=config.get("deployerArn") or None,
         account_concurrency_limit=config.get_int("accountConcurrencyLimit") or None,
     )
     _check(settings)
+    _stop_without_missing_settings(settings)
     for warning in advice(settings):
         pulumi.log.warn(warning)
     return settings
@@ -152,12 +167,29 @@ def _check(settings: StackSettings) -> None:
     if settings.account_concurrency_limit is not None and settings.account_concurrency_limit < 0:
         raise ConfigError("stack config 'accountConcurrencyLimit' must be your account's Lambda concurrency "
                           "limit (aws lambda get-account-settings), or 0 when not stated")
-    if settings.deployer_arn:
+    if settings.deployer_arn:  # required while protectData is true: see missing_settings
         _check_deployer(settings.deployer_arn)
-    elif settings.protect_data:
-        raise ConfigError("stack config 'deployerArn' is required while 'protectData' is true: the ARN of the IAM "
-                          "role or user that runs `pulumi up` (arn:aws:iam::<account>:role/<name>), the only "
-                          "principal the backup bucket's policy lets change its settings and policy")
+    for origin in settings.cors_origins:
+        if not CORS_ORIGIN.match(origin):
+            raise ConfigError(f"stack config 'corsOrigins': {origin!r} is not an origin: scheme://host[:port], "
+                              "without path or trailing slash, '*' at most as the leftmost label "
+                              "(https://app.example.org, https://*.example.org, http://localhost:3000)")
+    if settings.uploader_role_trust and not PRINCIPAL_ARN.match(settings.uploader_role_trust):
+        raise ConfigError(f"stack config 'uploaderRoleTrust': {settings.uploader_role_trust!r} is not an AWS "
+                          "principal ARN (arn:aws:iam::123456789012:role/app-backend, ...:user/..., ...:root)")
+    _one_of("originals", settings.originals, ORIGINALS_MODES)
+    if settings.originals_public_key and settings.originals != "signed":
+        raise ConfigError(f"stack config 'originalsPublicKey' is set but 'originals' is {settings.originals!r}: "
+                          "set originals to signed, or remove the key")
+    if settings.originals_public_key and not PUBLIC_KEY_PEM.match(settings.originals_public_key.strip()):
+        raise ConfigError("stack config 'originalsPublicKey' must be a PEM public key, from "
+                          "-----BEGIN PUBLIC KEY----- to -----END PUBLIC KEY----- (openssl rsa -pubout)")
+
+
+# An origin a browser sends: http(s), a host (its leftmost label may be `*`), an optional port.
+CORS_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:\d{1,5})?\Z")
+# What CloudFront takes as a public key: PEM, SubjectPublicKeyInfo ("openssl rsa -pubout").
+PUBLIC_KEY_PEM = re.compile(r"-----BEGIN PUBLIC KEY-----\s+[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----\Z")
 
 
 def _check_certificate(arn: str) -> None:
@@ -178,6 +210,36 @@ def _check_deployer(arn: str) -> None:
     if not PRINCIPAL_ARN.match(arn):
         raise ConfigError(f"stack config 'deployerArn' must be an IAM role or user ARN "
                           f"(arn:aws:iam::<account>:role/<name> or :user/<name>), not {arn!r}")
+
+
+def missing_settings(settings: StackSettings) -> dict[str, str]:
+    """Each setting only a person can know that this stack cannot be deployed without and does not
+    have, with why and how to set it. With requireHumanSettings: alarmEmail, and corsOrigins when
+    browsers upload directly. Always: deployerArn while protectData is true, originalsPublicKey
+    when originals are signed. Never: domainName (the CloudFront domain works)."""
+    missing = {}
+    if settings.protect_data and not settings.deployer_arn:
+        missing["deployerArn"] = ("protectData is true: the IAM role (or user) that runs pulumi up and destroy, the "
+                                  "only principal the backup bucket's policy lets change its settings and policy; "
+                                  "pulumi config set deployerArn arn:aws:iam::<account>:role/<name> (the role, "
+                                  "not a session's ARN)")
+    if settings.require_human_settings and not settings.alarm_email:
+        missing["alarmEmail"] = ("who receives the alarms; pulumi config set alarmEmail <address>")
+    if settings.require_human_settings and settings.browser_uploads and not settings.cors_origins:
+        missing["corsOrigins"] = ("the origins of the apps whose browsers upload (browserUploads is true); "
+                                  "pulumi config set --path 'corsOrigins[0]' https://<app's host>")
+    if settings.originals == "signed" and not settings.originals_public_key:
+        missing["originalsPublicKey"] = ("originals is signed: the PEM public key of the key pair an app signs "
+                                         "URLs with; pulumi config set originalsPublicKey < originals-public.pem")
+    return missing
+
+
+def _stop_without_missing_settings(settings: StackSettings) -> None:
+    missing = missing_settings(settings)
+    if missing:
+        raise ConfigError(f"stack {pulumi.get_stack()!r} is missing settings only a person can know; "
+                          "set each, then run pulumi up again:\n"
+                          + "\n".join(f"  {key}: {why}" for key, why in missing.items()))
 
 
 def required_account_concurrency(settings: StackSettings) -> int:

@@ -12,6 +12,7 @@ from infra.config import StackSettings
 from infra.events import Events, EventsArgs
 from infra.functions import Functions, FunctionsArgs
 from infra.storage import Storage, StorageArgs
+from infra.uploader import Uploader, UploaderArgs
 from pipeline.registry import load_registry
 
 
@@ -32,27 +33,33 @@ class ImagePipeline(pulumi.ComponentResource):
             backup_retention_days=settings.backup_retention_days,
             backup_transition_days=settings.backup_transition_days,
             uploads_noncurrent_version_days=settings.uploads_noncurrent_version_days,
-            tombstone_days=settings.tombstone_days, protect_data=settings.protect_data,
-            deployer_arn=settings.deployer_arn, caller_arn=caller.arn), child)
+            tombstone_days=settings.tombstone_days, browser_uploads=settings.browser_uploads,
+            protect_data=settings.protect_data, deployer_arn=settings.deployer_arn, caller_arn=caller.arn), child)
         self.events = Events("events", EventsArgs(self.storage.buckets["uploads"], account_id), child)
         # The CDN comes before the functions: the resize function invalidates its changed paths.
         # Nothing of the CDN depends on the functions, so there is no cycle.
         self.cdn = Cdn("cdn", CdnArgs(
             self.storage.buckets["uploads"], self.storage.buckets["processed"], settings.price_class,
-            settings.cors_origins, settings.domain_name, settings.certificate_arn), child)
+            settings.cors_origins, settings.domain_name, settings.certificate_arn, settings.originals,
+            settings.originals_public_key), child)
         self.functions = Functions("functions", FunctionsArgs(
             settings, self.storage.buckets, self.events.topic, self.cdn.distribution), child)
-        self.storage.allow_cdn_reads(self.cdn.distribution.arn)
+        self.storage.allow_cdn_reads(self.cdn.distribution.arn, originals=settings.originals != "private")
+        self.uploader = Uploader("uploader", UploaderArgs(self.storage.buckets["uploads"],
+                                                          settings.uploader_role_trust), child)
         self.url_patterns = self.cdn.domain_name.apply(lambda domain: url_patterns(domain, settings))
         self.register_outputs({"cdn_domain": self.cdn.domain_name, "url_patterns": self.url_patterns})
 
 
 def url_patterns(domain: str, settings: StackSettings) -> dict[str, str]:
     """Where an app finds an upload's original, manifest and each variation, by the original's
-    `{path}` (extension and all): `<variation>/{path}`, alternates `<variation>.<ext>/{path}`."""
+    `{path}` (extension and all): `<variation>/{path}`, alternates `<variation>.<ext>/{path}`.
+    No original when the CDN serves none (`originals: private`); with `signed` its URL needs a
+    signature."""
     registry = load_registry(settings.pipeline)
     base = f"https://{domain}/uploads/images"
-    patterns = {"original": f"{base}/original/{{path}}", "manifest": f"{base}/manifest/{{path}}.json"}
+    patterns = {"original": f"{base}/original/{{path}}"} if settings.originals != "private" else {}
+    patterns["manifest"] = f"{base}/manifest/{{path}}.json"
     for name, variation in registry.variations.items():
         patterns[name] = f"{base}/{name}/{{path}}"
         _, *alongside = registry.renditions(variation)

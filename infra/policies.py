@@ -161,6 +161,25 @@ def runtime_policy(log_group_arn: str, dead_letter_queue_arn: str) -> dict[str, 
     )
 
 
+def uploader_policy(uploads: str) -> dict[str, Any]:
+    """What an app backend attaches to sign presigned POSTs (or PUTs) of originals for browsers:
+    S3 allows a presigned request only if its signer may make it. Put objects under the originals
+    prefix of the uploads bucket, and nothing else: no reads, no deletes, no other prefix."""
+    return document({"Sid": "SignUploadsOfOriginals", "Effect": "Allow", "Action": "s3:PutObject",
+                     "Resource": f"{bucket_arn(uploads)}/{ORIGINALS}"})
+
+
+def assume_role_by(principal_arn: str) -> dict[str, Any]:
+    """Only this AWS principal (an account root, role or user ARN) may assume the role."""
+    return document({"Effect": "Allow", "Principal": {"AWS": principal_arn}, "Action": "sts:AssumeRole"})
+
+
+def tls_only_bucket_policy(bucket: str) -> dict[str, Any]:
+    """Uploads when the CDN serves no originals: TLS only, and no reads granted to anyone (the
+    functions read through their roles' own policies)."""
+    return document(deny_insecure_transport(bucket))
+
+
 # --- Evaluation -------------------------------------------------------------------------------
 # Enough of IAM's policy logic to judge our own documents: Allow/Deny with an explicit Deny
 # winning, Action/NotAction (case-insensitive, * and ? wildcards), Resource/NotResource,

@@ -55,6 +55,7 @@ class StorageArgs:
     backup_transition_days: int
     uploads_noncurrent_version_days: int
     tombstone_days: int
+    browser_uploads: bool = True
     protect_data: bool = True
     deployer_arn: str | None = None  # who may change the backup bucket's settings and policy
     caller_arn: pulumi.Input[str] | None = None  # who runs this deployment (sts get-caller-identity)
@@ -93,14 +94,18 @@ class Storage(pulumi.ComponentResource):
             ]
 
         uploads, processed, backup = (self.buckets[r] for r in ROLES)
-        aws.s3.BucketCorsConfiguration(
-            f"{name}-uploads-cors", bucket=uploads.id, opts=attached["uploads"],
-            cors_rules=[{"allowed_methods": ["PUT", "POST", "GET", "HEAD"], "allowed_origins": args.cors_origins,
-                         "allowed_headers": ["*"], "expose_headers": ["ETag"], "max_age_seconds": 3600}])
-        aws.s3.BucketCorsConfiguration(
-            f"{name}-processed-cors", bucket=processed.id, opts=attached["processed"],
-            cors_rules=[{"allowed_methods": ["GET", "HEAD"], "allowed_origins": args.cors_origins,
-                         "allowed_headers": ["*"], "max_age_seconds": 3600}])
+        # CORS only for origins a person named (none by default). A browser uploads with a
+        # presigned POST and nothing else; S3 answers its preflight from the same rule.
+        if args.cors_origins and args.browser_uploads:
+            aws.s3.BucketCorsConfiguration(
+                f"{name}-uploads-cors", bucket=uploads.id, opts=attached["uploads"],
+                cors_rules=[{"allowed_methods": ["POST"], "allowed_origins": args.cors_origins,
+                             "expose_headers": ["ETag"], "max_age_seconds": 3600}])
+        if args.cors_origins:
+            aws.s3.BucketCorsConfiguration(
+                f"{name}-processed-cors", bucket=processed.id, opts=attached["processed"],
+                cors_rules=[{"allowed_methods": ["GET", "HEAD"], "allowed_origins": args.cors_origins,
+                             "allowed_headers": ["*"], "max_age_seconds": 3600}])
         uploads_versioning = aws.s3.BucketVersioning(
             f"{name}-uploads-versioning", bucket=uploads.id,
             versioning_configuration={"status": "Enabled"}, opts=attached["uploads"])
@@ -156,14 +161,20 @@ class Storage(pulumi.ComponentResource):
         self.names = {role: bucket.bucket for role, bucket in self.buckets.items()}
         self.register_outputs({f"{role}_bucket": bucket.bucket for role, bucket in self.buckets.items()})
 
-    def allow_cdn_reads(self, distribution_arn: pulumi.Input[str]) -> None:
-        """TLS-only policies for the served buckets, readable by this distribution alone."""
+    def allow_cdn_reads(self, distribution_arn: pulumi.Input[str], originals: bool = True) -> None:
+        """TLS-only policies for the served buckets, readable by this distribution alone; with
+        `originals` False (the CDN serves none) the uploads bucket's policy grants no reads at all
+        (the functions read it through their own roles)."""
         for role, prefix in (("uploads", policies.ORIGINALS), ("processed", policies.IMAGES)):
             bucket = self.buckets[role]
+
+            def document(values, prefix=prefix, served=originals or role != "uploads") -> str:
+                return json.dumps(policies.served_bucket_policy(values[0], prefix, values[1]) if served
+                                  else policies.tls_only_bucket_policy(values[0]))
+
             aws.s3.BucketPolicy(
                 f"{self.component_name}-{role}-policy", bucket=bucket.id,
-                policy=pulumi.Output.all(bucket.bucket, distribution_arn).apply(
-                    lambda values, prefix=prefix: json.dumps(policies.served_bucket_policy(values[0], prefix, values[1]))),
+                policy=pulumi.Output.all(bucket.bucket, distribution_arn).apply(document),
                 opts=_and(self.attached[role], depends_on=[self.public_access_blocks[role]]))
 
 

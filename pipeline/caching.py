@@ -23,3 +23,14 @@ DISTRIBUTION_ENV = "CDN_DISTRIBUTION_ID"
 # late event can never bring its variations back; the processed bucket's lifecycle rule expires
 # tombstones after some days, long after any invocation that could race it has ended.
 TOMBSTONE_TAG = ("image-pipeline", "tombstone")
+# What the CDN serves an original as (its functions apply this; a local CDN should too). An
+# original goes out as itself only when its stored content type is one of these image types;
+# any other original goes out as a download, so that an HTML file uploaded as `avatar.jpg` is
+# never a page on the CDN's domain. The presigned POST may restrict uploads to the same types.
+ORIGINAL_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/heic", "image/heif",
+                        "image/avif")
+DOWNLOAD_CONTENT_TYPE = "application/octet-stream"
+DOWNLOAD_DISPOSITION = "attachment"
+# Every CDN response: a document that slips through anyway is inert (no script, no subresource,
+# an opaque origin).
+CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox"

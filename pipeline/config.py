@@ -7,9 +7,14 @@ The same JSON shape comes from a file (`--config FILE`, JSON or TOML), from the 
       "plugins": {"watermark": {"enabled": true, "text": "(c) ACME", "variations": ["large"]},
                   "webp": {"enabled": true}},
       "disabled_variations": ["xsmall"],
-      "max_pixels": 100000000,
-      "max_bytes": 52428800
+      "max_bytes": 52428800,
+      "max_memory_mb": 1024
     }
+
+Every key is optional. `max_memory_mb` is the memory one upload's decode may take (by default
+derived from the Lambda function's memory, or 1024 off Lambda); `max_pixels` is an extra cap on
+the pixel count that older configurations set (memory, not the pixel count, is what refuses a
+decompression bomb now).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 ENV_VAR = "PIPELINE_CONFIG"
-DEFAULT_MAX_PIXELS = 100_000_000
+# A gigapixel: five times a 200 MP phone photo and beyond what any camera writes. Memory is the
+# real gate (imaging.judging_limits); this only refuses what no camera makes.
+DEFAULT_MAX_PIXELS = 1_000_000_000
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
 
@@ -34,12 +41,13 @@ class PipelineConfig:
     disabled_variations: tuple[str, ...] = ()
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_memory_mb: int | None = None  # None: from the Lambda function's memory, or the default off Lambda
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, origin: str = "configuration") -> "PipelineConfig":
         if not isinstance(data, Mapping):
             raise ConfigError(f"{origin}: expected an object at the top level")
-        unknown = set(data) - {"plugins", "disabled_variations", "max_pixels", "max_bytes"}
+        unknown = set(data) - {"plugins", "disabled_variations", "max_pixels", "max_bytes", "max_memory_mb"}
         if unknown:
             raise ConfigError(f"{origin}: unknown key(s) {', '.join(sorted(unknown))}")
         plugins = data.get("plugins", {})
@@ -52,8 +60,11 @@ class PipelineConfig:
         if not isinstance(disabled, (list, tuple)) or not all(isinstance(v, str) for v in disabled):
             raise ConfigError(f"{origin}: 'disabled_variations' must be a list of variation names")
         limits = {}
-        for key, default in (("max_pixels", DEFAULT_MAX_PIXELS), ("max_bytes", DEFAULT_MAX_BYTES)):
+        for key, default in (("max_pixels", DEFAULT_MAX_PIXELS), ("max_bytes", DEFAULT_MAX_BYTES),
+                             ("max_memory_mb", None)):
             value = data.get(key, default)
+            if value is None and default is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{origin}: '{key}' must be a positive whole number, not {value!r}")
             limits[key] = value
@@ -100,6 +111,8 @@ class PipelineConfig:
             "disabled_variations": list(self.disabled_variations),
             "max_pixels": self.max_pixels,
             "max_bytes": self.max_bytes,
+            # Only when set, so that a configuration without it serialises as it always did.
+            **({"max_memory_mb": self.max_memory_mb} if self.max_memory_mb is not None else {}),
         }
 
     def to_json(self) -> str:

@@ -1,7 +1,8 @@
 """The imaging core: the bytes of an upload in, encoded variations out. No AWS, no files.
 
-One decode per source, guarded before any pixel is touched (format allow-list, byte and pixel
-limits), shrunk on load to the smallest DCT scale that still serves the most detailed variation.
+One decode per source, guarded before any pixel is touched (format allow-list, byte limit, an
+estimate of the decode's peak memory against a budget, complete JPEG data), shrunk on load to the
+smallest DCT scale that still serves the most detailed variation.
 That decode is brought upright, to sRGB and to 8 bits once; every variation is then cut from the
 smallest whole-frame intermediate that still has enough detail (large from the decode, medium
 from large, ...), so the expensive full-size work happens once.
@@ -11,18 +12,20 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import time
 import warnings
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Mapping, NamedTuple
 
 from PIL import Image, ImageFile
 
 from pipeline.types import Encoder, Geometry, Variation
 
 if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig
     from pipeline.registry import Registry
 
-# The pixel limit is ours (max_pixels in the configuration), checked with a clearer message.
+# Decompression bombs are refused by our memory estimate (and max_pixels), with a clearer message.
 Image.MAX_IMAGE_PIXELS = None
 
 # Filters chosen by measurement (benchmarks/bench.py prints PSNR against a LANCZOS reference
@@ -44,9 +47,50 @@ DCT_SCALES = ((8, 1), (4, 2), (3, 3), (2, 4))  # (denominator, M), smallest scal
 # against LANCZOS from the full decode): from 1.3x on, a scaled decode is within 3.5 dB of a full
 # one, and nearer the more is left to shrink; below 1.3x it loses 4-7 dB.
 MIN_SHRINK_AFTER_DCT = 1.3
+# Pillow's resize first reduces by a whole factor while that still leaves 3x to resample.
+REDUCING_GAP = 3.0
 # Frame types whose decoding goes through the IDCT and so can be scaled; libjpeg-turbo ignores
 # the scale for lossless frames and would write full-width rows into a narrower image.
 DCT_FRAMES = {0xC0, 0xC1, 0xC2, 0xC9, 0xCA}
+PROGRESSIVE_FRAMES = {0xC2, 0xC6, 0xCA, 0xCE}
+HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}  # the others are arithmetic-coded
+
+MiB = 2**20
+# The function's memory, set by Lambda in MB that are MiB (OpenTelemetry's faas.max_memory is it
+# times 1,048,576).
+LAMBDA_MEMORY_VARIABLE = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+DEFAULT_MEMORY_BUDGET = 1024 * MiB  # off Lambda (the process command, tests), unless max_memory_mb is set
+# What a resize function's process holds whatever the upload, so in no upload's estimate.
+# benchmarks/memory.py measured 133 MiB (x86_64, Python 3.11): 79 for the interpreter with the
+# handler's imports and every decoder and encoder loaded, 54 for encoding the variations of a
+# 2048x1536 photo with every built-in encoder on (AVIF's takes the most) and holding the outputs.
+# The other 91 MiB (5% of the deployed 1769) are for what cannot be measured here: Lambda's
+# runtime client, the arm64 builds of the libraries, malloc's fragmentation across invocations.
+RUNTIME_ALLOWANCE = 224 * MiB
+
+# What each decoder holds besides the decoded image, from how the library decodes; the estimate
+# stays above every peak benchmarks/memory.py measures.
+# A progressive JPEG, or one whose components come in separate scans, keeps the coefficients of
+# every 8x8 block (64 of 2 bytes) until the last scan; a baseline JPEG needs a few rows only.
+JPEG_COEFFICIENT_BYTES = 128
+# Pillow decodes every WebP through libwebp's animation decoder, which holds two canvases of 4
+# bytes a pixel for as long as the image lives and hands each frame over as a copy. Only the first
+# frame is decoded, so the frame count costs nothing; the canvas size is what counts.
+WEBP_CANVAS_BYTES = 8
+WEBP_FRAME_COPY_BYTES = 4
+# AVIF and HEIF: the decoded planes (_plane_bytes), then the RGB(A) the library converts them to,
+# 4 bytes a pixel, from which Pillow's image is made.
+DECODED_RGBA_BYTES = 4
+# Pillow's own bytes per pixel of a mode (everything else is 4).
+MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+# The upload while it is decoded: the caller's bytes, the decoder's copy of them (Pillow reads the
+# whole file in one block) and one more in passing. Counted per upload, not in the allowance:
+# uploads range from a few bytes to max_bytes.
+UPLOAD_COPIES = 3
+# Bytes per pixel of the decode's output size (the most detailed variation's): the base, its
+# upright and sRGB copies and alpha, each smaller variation cut from it, watermarking's copy. Up
+# to 12.4 measured (an RGBA PNG with an Adobe RGB profile, turned by EXIF, watermarked).
+BASE_WORK_BYTES = 16
 
 ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
@@ -107,6 +151,27 @@ def too_big(size: int, max_bytes: int) -> str:
     return f"file is {size / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:g} MiB"
 
 
+def judging_limits(config: "PipelineConfig", environ: Mapping[str, str] = os.environ) -> dict[str, int]:
+    """The limits an upload is judged by: bytes, pixels, and the memory its decode may take.
+
+    In Lambda the budget is the function's memory less RUNTIME_ALLOWANCE; elsewhere it is
+    DEFAULT_MEMORY_BUDGET. `max_memory_mb` in the configuration replaces the default and, in
+    Lambda, may only lower what the function's memory allows: more would end in out-of-memory.
+    """
+    budgets = []
+    if config.max_memory_mb is not None:
+        budgets.append(config.max_memory_mb * MiB)
+    function_mb = environ.get(LAMBDA_MEMORY_VARIABLE, "").strip()
+    if function_mb:
+        budgets.append(max(0, int(function_mb) * MiB - RUNTIME_ALLOWANCE))
+    return {"max_bytes": config.max_bytes, "max_pixels": config.max_pixels,
+            "memory_budget_bytes": min(budgets) if budgets else DEFAULT_MEMORY_BUDGET}
+
+
+def _amount(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / MiB:.0f} MiB"
+
+
 def sniff_format(head: bytes) -> str:
     """The Pillow format name of an upload, from its first bytes; only accepted formats pass."""
     if head.startswith(b"\xff\xd8\xff"):
@@ -141,10 +206,11 @@ def _ensure_decoder(image_format: str) -> None:
         importlib.import_module(f"PIL.{PILLOW_PLUGINS[image_format]}")
 
 
-def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[Image.Image, int]:
-    """Open an upload without decoding its pixels; refuse what must never be decoded.
+def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> Image.Image:
+    """Open an upload without decoding its pixels; refuse what its header rules out.
 
-    Returns the lazily loaded image and its EXIF orientation.
+    (Pillow's WebP opener reserves the canvas's memory but touches none of it: memory is used only
+    once pixels are decoded.)
     """
     if len(data) > max_bytes:
         raise RejectedImage(too_big(len(data), max_bytes))
@@ -157,19 +223,59 @@ def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[Image.
             image = Image.open(io.BytesIO(data), formats=[image_format])
         except Exception as error:  # Pillow raises many types for a broken header
             raise RejectedImage(f"corrupt {image_format} file: {error}") from None
-        width, height = image.size
-        if width * height > max_pixels:
-            raise RejectedImage(
-                f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
-                f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); not decoded"
-            )
-        orientation = 1
-        if image_format != "HEIF":  # libheif has already applied the HEIF transforms
-            try:
-                orientation = image.getexif().get(ORIENTATION_TAG, 1)
-            except Exception:
-                orientation = 1  # unreadable EXIF is no reason to refuse a photo
-    return image, orientation if orientation in UPRIGHT else 1
+    width, height = image.size
+    if width * height > max_pixels:
+        raise RejectedImage(
+            f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); not decoded"
+        )
+    missing = _missing_jpeg_data(data, image.size) if image_format == "JPEG" else None
+    if missing:
+        raise RejectedImage(f"truncated JPEG data ({missing}); the upload may be incomplete")
+    return image
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened upload, 1 when it has none. A PNG's EXIF may follow its
+    pixels, so Pillow decodes a PNG to look for it: call this only once the decode may happen."""
+    if image.format == "HEIF":  # libheif has already applied the HEIF transforms
+        return 1
+    with warnings.catch_warnings():  # Pillow warns of broken EXIF on stderr, naming no file
+        warnings.simplefilter("ignore")
+        try:
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
+        except Exception:
+            return 1  # unreadable EXIF is no reason to refuse a photo
+    return orientation if orientation in UPRIGHT else 1
+
+
+class DecodePlan(NamedTuple):
+    upright: tuple[int, int]
+    wanted: tuple[int, int]  # the decode's output size, in stored orientation
+    variations: list[tuple[Variation, Geometry]]
+
+
+def plan_decode(size: tuple[int, int], orientation: int, registry: "Registry", *,
+                only: set[str] | None = None) -> DecodePlan:
+    """Where every variation (or those in `only`) comes from, and the one decode size that serves them all."""
+    upright = (size[1], size[0]) if orientation >= 5 else size
+    variations = [
+        (variation, _plugin_call(registry, "transform", variation.transform, "plan",
+                                 registry.transforms[variation.transform].plan,
+                                 upright, (variation.width, variation.height)))
+        for variation in registry.variations.values() if only is None or variation.name in only
+    ]
+    scale = min(max((g.scale for _, g in variations), default=1.0), 1.0)
+    wanted = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
+    if orientation >= 5:
+        wanted = wanted[::-1]  # the decoder works in stored orientation
+    return DecodePlan(upright, wanted, variations)
+
+
+def estimate_memory(data: bytes, registry: "Registry") -> int:
+    """Peak bytes rendering this upload takes on top of RUNTIME_ALLOWANCE, judged from its header."""
+    config = registry.config
+    return _memory_needed(open_source(data, max_pixels=config.max_pixels, max_bytes=config.max_bytes), data, registry)
 
 
 def render(data: bytes, registry: "Registry", *, only: set[str] | None = None) -> Rendering:
@@ -178,25 +284,23 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None) -
     Raises RejectedImage for an unusable upload and PluginFailure for a plugin that raised or
     broke its contract.
     """
-    config = registry.config
-    image, orientation = open_source(data, max_pixels=config.max_pixels, max_bytes=config.max_bytes)
-    image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
-    image_format = image.format
-    turned = orientation >= 5
-    upright = (image.height, image.width) if turned else image.size
-
-    wanted = [v for v in registry.variations.values() if only is None or v.name in only]
-    plans = [(variation, _plugin_call(registry, "transform", variation.transform, "plan",
-                                      registry.transforms[variation.transform].plan,
-                                      upright, (variation.width, variation.height)))
-             for variation in wanted]
-    base = _decode_base(image, data, upright, orientation, max((g.scale for _, g in plans), default=1.0))
-    source = SourceInfo(image_format, upright[0], upright[1], len(data))
+    limits = judging_limits(registry.config)
+    image = open_source(data, max_pixels=limits["max_pixels"], max_bytes=limits["max_bytes"])
+    needed, budget = _memory_needed(image, data, registry), limits["memory_budget_bytes"]
+    if needed > budget:
+        raise RejectedImage(f"{_described(image, data)}: decoding needs about {_amount(needed)}, "
+                            f"over the memory budget of {_amount(budget)}; not decoded")
+    orientation = exif_orientation(image)
+    plan = plan_decode(image.size, orientation, registry, only=only)
+    upright = plan.upright
+    source = SourceInfo(image.format, upright[0], upright[1], len(data))
+    base = _decode_base(image, data, plan.wanted, orientation)
+    del image  # the full-size decode and its decoder's buffers go before the variations are made
 
     # Whole-frame images to derive from, most detailed first; each stays unchanged once made.
     intermediates: list[Image.Image] = [base]
     rendered: dict[str, RenderedVariation] = {}
-    for variation, geometry in sorted(plans, key=lambda plan: -plan[1].scale):
+    for variation, geometry in sorted(plan.variations, key=lambda planned: -planned[1].scale):
         started = time.perf_counter()
         pixels = _cut(intermediates, upright, geometry)
         if geometry.shows_whole(upright) and pixels is not intermediates[-1]:
@@ -221,7 +325,7 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None) -
 
     from pipeline.placeholder import placeholder
 
-    ordered = [rendered[variation.name] for variation in wanted]
+    ordered = [rendered[variation.name] for variation, _ in plan.variations]
     return Rendering(source, ordered, placeholder(intermediates[-1]))
 
 
@@ -261,27 +365,23 @@ def _check_postprocessed(registry: "Registry", name: str, before: Image.Image, a
                                              f"expected one of {', '.join(WORKING_MODES)}")
 
 
-def judging_limits(config) -> dict[str, int]:
-    """The limits a file is judged by; a failed manifest records them, and other limits retry it."""
-    return {"max_bytes": config.max_bytes, "max_pixels": config.max_pixels}
-
-
-def _decode_base(image: Image.Image, data: bytes, upright: tuple[int, int], orientation: int,
-                 scale: float) -> Image.Image:
-    """Decode once at the detail the variations need; return it upright, sRGB, 8 bit, no metadata."""
-    scale = min(scale, 1.0)
-    wanted = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
-    if orientation >= 5:
-        wanted = wanted[::-1]  # the decoder works in stored orientation
+def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orientation: int) -> Image.Image:
+    """Decode once at `wanted` (stored orientation); return it upright, sRGB, 8 bit, no metadata."""
+    image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
     whole = shrink_on_load(image, data, wanted) if image.format == "JPEG" else (0, 0, *image.size)
     try:
         image.load()
     except Exception as error:
         raise RejectedImage(f"truncated or corrupt {image.format} data ({error}); the upload may be incomplete") from None
     icc_profile = image.info.get("icc_profile")
-    pixels = _eight_bit(image)
+    # 16-bit greyscale is resized before it is made 8 bit: at full size that takes two 32-bit
+    # copies (8 bytes a pixel, 800 MB for a 100 MP scan). reduce() knows no 16-bit mode.
+    sixteen_bit = image.mode.startswith("I;16")
+    pixels = image if sixteen_bit else _eight_bit(image)
     if pixels.size != wanted:
-        pixels = pixels.resize(wanted, _filter_for(pixels), box=whole, reducing_gap=3.0)
+        pixels = pixels.resize(wanted, _filter_for(pixels), box=whole,
+                               reducing_gap=None if sixteen_bit else REDUCING_GAP)
+    pixels = _eight_bit(pixels)
     if orientation in UPRIGHT:
         pixels = pixels.transpose(UPRIGHT[orientation])
     pixels = _to_srgb(pixels, icc_profile)
@@ -303,38 +403,215 @@ def shrink_on_load(image: Image.Image, data: bytes, wanted: tuple[int, int]) -> 
     would shift the picture by up to half a pixel (2-8 dB on sharp edges).
     """
     width, height = image.size
-    if len(image.tile) != 1 or image.decoderconfig or _frame_type(data) not in DCT_FRAMES:
+    scale = _dct_scale(image, _jpeg_layout(data), wanted)
+    if scale is None:
         return (0, 0, width, height)
+    denominator, eighths = scale
+    decode_at_scale(image, denominator, eighths)
+    return (0, 0, width * eighths / 8, height * eighths / 8)
+
+
+def _dct_scale(image: Image.Image, layout: JpegLayout | None, wanted: tuple[int, int]) -> tuple[int, int] | None:
+    """The (denominator, eighths) shrink_on_load decodes a not yet loaded JPEG at, or None for full size."""
+    if len(image.tile) != 1 or image.decoderconfig or layout is None or layout.frame_type not in DCT_FRAMES:
+        return None
+    width, height = image.size
     for denominator, eighths in DCT_SCALES:
         if denominator == 3 and not getattr(Image.core, "libjpeg_turbo_version", None):
             continue  # plain libjpeg rounds 1/3 to 1/2: only the powers of two are safe there
-        whole = (0, 0, width * eighths / 8, height * eighths / 8)
-        if whole[2] >= wanted[0] * MIN_SHRINK_AFTER_DCT and whole[3] >= wanted[1] * MIN_SHRINK_AFTER_DCT:
-            decode_at_scale(image, denominator, eighths)
-            return whole
-    return (0, 0, width, height)
+        if (width * eighths / 8 >= wanted[0] * MIN_SHRINK_AFTER_DCT
+                and height * eighths / 8 >= wanted[1] * MIN_SHRINK_AFTER_DCT):
+            return denominator, eighths
+    return None
 
 
 def decode_at_scale(image: Image.Image, denominator: int, eighths: int) -> None:
     """Set up a not yet loaded JPEG (one tile) to decode at eighths/8 of its size."""
-    size = (-(-image.width * eighths // 8), -(-image.height * eighths // 8))
+    size = _scaled(image.size, eighths)
     decoder, _, offset, args = image.tile[0]
     image.tile = [ImageFile._Tile(decoder, (0, 0, *size), offset, args)]
     image._size = size
     image.decoderconfig = (denominator, 0)
 
 
-def _frame_type(data: bytes) -> int:
-    """The JPEG's start-of-frame marker (0xC0 baseline, 0xC2 progressive, 0xC3 lossless, ...)."""
-    position = 2
+def _scaled(size: tuple[int, int], eighths: int) -> tuple[int, int]:
+    """What libjpeg-turbo writes at eighths/8: its own rounding, ceil(size * M / 8)."""
+    return _ceil_div(size[0] * eighths, 8), _ceil_div(size[1] * eighths, 8)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class JpegLayout(NamedTuple):
+    frame_type: int  # the start-of-frame marker: 0xC0 baseline, 0xC2 progressive, 0xC3 lossless, ...
+    blocks: int  # 8x8 blocks of all components together: the image data codes every one
+    whole_image_buffered: bool  # progressive, or components in separate scans
+    data_start: int  # where the first scan's entropy-coded data begins
+
+
+def _jpeg_layout(data: bytes) -> JpegLayout | None:
+    """The JPEG's frame and first scan, read from its markers; None if no scan follows a frame."""
+    position, frame = 2, None
     while position + 4 <= len(data) and data[position] == 0xFF:
         marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        end = position + 2 + int.from_bytes(data[position + 2:position + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG, DAC are not frames
-            return marker
-        if marker == 0xDA:  # start of scan: no frame header before it
-            return 0
-        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
-    return 0
+            frame = (marker, data[position + 4:end])
+        elif marker == 0xDA:  # start of scan
+            if frame is None or not position + 5 <= end <= len(data) or len(frame[1]) < 6:
+                return None
+            frame_type, header = frame
+            height, width = int.from_bytes(header[1:3], "big"), int.from_bytes(header[3:5], "big")
+            sampling = [(max(1, b >> 4), max(1, b & 15)) for b in header[7:6 + 3 * header[5]:3]]
+            if not sampling:
+                return None
+            h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
+            blocks = sum(_ceil_div(_ceil_div(width * h, h_max), 8) * _ceil_div(_ceil_div(height * v, v_max), 8)
+                         for h, v in sampling)
+            # libjpeg decodes in one pass only when the first scan holds every component of a
+            # sequential frame; otherwise it keeps every block's coefficients until the last scan.
+            buffered = frame_type in PROGRESSIVE_FRAMES or data[position + 4] < len(sampling)
+            return JpegLayout(frame_type, blocks, buffered, end)
+        position = end
+    return None
+
+
+def _missing_jpeg_data(data: bytes, size: tuple[int, int]) -> str | None:
+    """Why a JPEG's image data cannot be whole, or None.
+
+    A JPEG cut short decodes as grey where its data is missing: libjpeg pads a scan that ends
+    early and only warns, and Pillow drops the warning. Two signs give it away before decoding:
+    no end-of-image marker, or fewer bytes than the blocks need, since Huffman coding spends at
+    least one bit on each block's DC coefficient (a real photo spends hundreds).
+    """
+    layout = _jpeg_layout(data)
+    if layout is None:
+        return None  # Pillow's decoder says what is wrong, if anything
+    end = data.find(b"\xff\xd9", layout.data_start)
+    if end < 0:
+        return "the image data has no end-of-image marker"
+    needed, present = layout.blocks // 8, end - layout.data_start
+    if layout.frame_type in HUFFMAN_FRAMES and present < needed:
+        return (f"{size[0]}x{size[1]} pixels need at least {needed:,} bytes of image data, "
+                f"the file has {present:,}")
+    return None
+
+
+def _memory_needed(image: Image.Image, data: bytes, registry: "Registry") -> int:
+    """Peak bytes decoding an opened upload and making its variations take, judged from the header.
+
+    Judged before the orientation is read (see exif_orientation), so for either orientation.
+    """
+    layout = _jpeg_layout(data) if image.format == "JPEG" else None
+    return max(_memory_at(image, data, layout, plan_decode(image.size, orientation, registry).wanted)
+               for orientation in (1, 6))
+
+
+def _memory_at(image: Image.Image, data: bytes, layout: JpegLayout | None, wanted: tuple[int, int]) -> int:
+    """Peak bytes of a decode to `wanted`: the upload's copies, the decoded image, the larger of
+    what the decoder holds while loading and what remains after (decoder buffers the image
+    keeps, the 8-bit conversion, the first resize pass), and the work at the variations' size.
+    The phases overlap a little in the sum; the error is on the safe side."""
+    scale = _dct_scale(image, layout, wanted) if image.format == "JPEG" else None
+    decoded = _scaled(image.size, scale[1]) if scale else image.size
+    while_loading, kept = _decoder_memory(image, data, layout)
+    after_loading = kept + _conversion_memory(image, decoded, wanted)
+    return (UPLOAD_COPIES * len(data) + decoded[0] * decoded[1] * MODE_BYTES.get(image.mode, 4)
+            + max(while_loading, after_loading) + wanted[0] * wanted[1] * BASE_WORK_BYTES)
+
+
+def _decoder_memory(image: Image.Image, data: bytes, layout: JpegLayout | None) -> tuple[int, int]:
+    """What a format's decoder holds beyond the decoded image: while loading, and kept after."""
+    pixels = image.width * image.height
+    if image.format == "JPEG":
+        if layout is None:  # unknown: assume the worst, three full-size components buffered
+            return 3 * _ceil_div(pixels, 64) * JPEG_COEFFICIENT_BYTES, 0
+        return (layout.blocks * JPEG_COEFFICIENT_BYTES if layout.whole_image_buffered else 0), 0
+    if image.format == "WEBP":
+        return pixels * (WEBP_CANVAS_BYTES + WEBP_FRAME_COPY_BYTES), pixels * WEBP_CANVAS_BYTES
+    if image.format in ("AVIF", "HEIF"):
+        planes = round(pixels * _plane_bytes(data, alpha="A" in image.mode))
+        kept = planes if image.format == "AVIF" else 0  # libavif keeps them; pillow-heif lets go
+        return planes + pixels * DECODED_RGBA_BYTES, kept
+    return 0, 0  # PNG and GIF decode row by row into the image
+
+
+def _conversion_memory(image: Image.Image, decoded: tuple[int, int], wanted: tuple[int, int]) -> int:
+    """What _decode_base adds to the decoded image: the 8-bit copy and the first resize pass."""
+    mode, pixels = image.mode, decoded[0] * decoded[1]
+    if mode.startswith("I;16"):  # resized first, without reducing_gap; made 8 bit through two 32-bit copies
+        resizing = _resize_memory(decoded, wanted, 2, None) if decoded != wanted else 0
+        return resizing + wanted[0] * wanted[1] * 8
+    if mode in ("P", "PA"):
+        converted = 4
+        alpha = image.has_transparency_data
+    else:
+        converted = 0 if mode in ("L", "LA", "RGB", "RGBA", "CMYK") else 1 if mode == "1" else 4
+        alpha = mode in ("LA", "RGBA", "La", "RGBa")
+    if decoded == wanted:
+        return pixels * converted
+    pixel_bytes = 1 if mode in ("1", "L") else 4
+    premultiplied = pixels * 4 if alpha else 0  # Pillow resizes alpha premultiplied, in a copy
+    return pixels * converted + premultiplied + _resize_memory(decoded, wanted, pixel_bytes, REDUCING_GAP)
+
+
+def _resize_memory(size: tuple[int, int], wanted: tuple[int, int], pixel_bytes: int,
+                   reducing_gap: float | None) -> int:
+    """Pillow's resize before its output: past reducing_gap a reduced copy, then the horizontal
+    pass, every (reduced) source row at the output width."""
+    factors = [max(1, int(size[i] / wanted[i] / reducing_gap)) if reducing_gap else 1 for i in (0, 1)]
+    reduced = (_ceil_div(size[0], factors[0]), _ceil_div(size[1], factors[1]))
+    reduced_copy = reduced[0] * reduced[1] if factors != [1, 1] else 0
+    return (reduced_copy + wanted[0] * reduced[1]) * pixel_bytes
+
+
+def _plane_bytes(data: bytes, alpha: bool) -> float:
+    """Bytes per pixel of an AVIF or HEIF image's decoded planes, from its codec configuration
+    (av1C or hvcC in meta/iprp/ipco): luma, chroma at its subsampling, and alpha, at 1 byte a
+    sample up to 8 bits and 2 above. Without a configuration, the most it could be."""
+    def boxes(start: int, end: int, kinds: set[bytes]):
+        while start + 8 <= end:
+            size, kind, header = int.from_bytes(data[start:start + 4], "big"), data[start + 4:start + 8], 8
+            if size == 1:
+                size, header = int.from_bytes(data[start + 8:start + 16], "big"), 16
+            elif size == 0:
+                size = end - start
+            if size < header:
+                return
+            if kind in kinds:
+                yield kind, start + header, min(start + size, end)
+            start += size
+
+    layouts = []  # (chroma planes' share of the luma plane, bytes a sample)
+    for _, meta, meta_end in boxes(0, len(data), {b"meta"}):
+        for _, iprp, iprp_end in boxes(meta + 4, meta_end, {b"iprp"}):  # meta: version and flags first
+            for _, ipco, ipco_end in boxes(iprp, iprp_end, {b"ipco"}):
+                for kind, start, end in boxes(ipco, ipco_end, {b"av1C", b"hvcC"}):
+                    if kind == b"av1C" and end - start >= 3:
+                        flags = data[start + 2]  # tier, high bit depth, 12 bit, mono, subsampling x, y
+                        chroma = 0 if flags & 0x10 else 2 / ((1 + bool(flags & 0x08)) * (1 + bool(flags & 0x04)))
+                        layouts.append((chroma, 2 if flags & 0x40 else 1))
+                    elif kind == b"hvcC" and end - start >= 19:
+                        chroma = (0, 0.5, 1, 2)[data[start + 16] & 3]  # monochrome, 4:2:0, 4:2:2, 4:4:4
+                        layouts.append((chroma, 2 if data[start + 17] & 7 or data[start + 18] & 7 else 1))
+    if not layouts:
+        return (3 + alpha) * 2.0
+    sample_bytes = max(sample for _, sample in layouts)
+    return (1 + max(chroma for chroma, _ in layouts) + alpha) * sample_bytes
+
+
+def _described(image: Image.Image, data: bytes) -> str:
+    """The upload as a refusal names it: its size and kind."""
+    kind = "WebP" if image.format == "WEBP" else image.format
+    if kind == "JPEG":
+        layout = _jpeg_layout(data)
+        if layout is not None and layout.whole_image_buffered:
+            kind = "progressive JPEG" if layout.frame_type in PROGRESSIVE_FRAMES else "multi-scan JPEG"
+    return f"{image.width}x{image.height} {kind}"
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

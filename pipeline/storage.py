@@ -124,7 +124,9 @@ class S3Store:
             for version in page.get("Versions", []):
                 if version["Key"] != key:
                     continue
-                head = self.client.head_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+                # "null" is the one version of a bucket never versioned (tests, a local stack).
+                named = {} if version["VersionId"] == "null" else {"VersionId": version["VersionId"]}
+                head = self.client.head_object(Bucket=bucket, Key=key, **named)
                 source = head.get("Metadata", {}).get("source-version-id")
                 if source:
                     found.add(source)
@@ -137,8 +139,9 @@ class S3Store:
         source = {"Bucket": source_bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
         try:
             head = self.client.head_object(**source)
-        except self.client.exceptions.ClientError as error:
-            if _code(error) in _MISSING or _code(error) == "405":  # 405: the version is a delete marker
+        except self.client.exceptions.ClientError:
+            # A HEAD's error has no body to say why; a version that no longer exists is "gone".
+            if version_id and not self._version_exists(source_bucket, key, version_id):
                 return None
             raise
         metadata = {**head.get("Metadata", {}), "source-version-id": head.get("VersionId") or "null",
@@ -151,6 +154,14 @@ class S3Store:
                                 ContentType=head.get("ContentType", "application/octet-stream"),
                                 Metadata=metadata, **kept)
         return head
+
+
+    def _version_exists(self, bucket: str, key: str, version_id: str) -> bool:
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=bucket, Prefix=key):
+            if any(v["Key"] == key and v["VersionId"] == version_id for v in page.get("Versions", [])):
+                return True
+        return False
 
 
 class CdnInvalidator:

@@ -3,13 +3,18 @@
 Each rule takes every resource of a stack (type, logical name, properties, and which resources
 each property depends on) and returns violation messages. `__main__.py` wires them into a Pulumi
 policy pack; the tests run them against good and bad inputs and against our own program.
+
+Policy documents are read with IAM's semantics: action names are case-insensitive, `*` and `?`
+are wildcards in actions and ARNs, NotAction/NotResource cover everything they do not name, and
+an explicit Deny wins over any Allow, but only a Deny without a condition surely applies.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any, Callable
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -23,9 +28,43 @@ ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 POLICY = "aws:iam/policy:Policy"
 ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+POLICY_ATTACHMENT = "aws:iam/policyAttachment:PolicyAttachment"
+EXCLUSIVE_ATTACHMENTS = "aws:iam/rolePolicyAttachmentsExclusive:RolePolicyAttachmentsExclusive"
 PUBLIC_ACLS = {"public-read", "public-read-write", "authenticated-read"}
 BLOCKS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
-WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject")
+# What creates or removes an object, and so sends the events a function may be notified of.
+WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion")
+
+# The resources that hold a policy document in their "policy" (a bucket's own is deprecated, not gone).
+POLICY_HOLDERS = (ROLE_POLICY, POLICY, BUCKET_POLICY, BUCKET)
+# Where a resource names the role it gives permissions to ...
+ROLE_PROPERTY = {ROLE_POLICY: "role", ATTACHMENT: "role", POLICY_ATTACHMENT: "roles", EXCLUSIVE_ATTACHMENTS: "roleName"}
+# ... and where it names the managed policies it attaches to that role.
+ATTACHED_PROPERTY = {ROLE: "managedPolicyArns", ATTACHMENT: "policyArn", POLICY_ATTACHMENT: "policyArn",
+                     EXCLUSIVE_ATTACHMENTS: "policyArns"}
+# AWS-managed policies are not in the stack: the S3 part of the ones known to reach every bucket.
+# Others are not judged. Source: the AWS managed policy reference.
+MANAGED_POLICIES = {
+    "AdministratorAccess": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+    "PowerUserAccess": [{"Effect": "Allow", "NotAction": ["iam:*", "organizations:*", "account:*"], "Resource": "*"}],
+    "AmazonS3FullAccess": [{"Effect": "Allow", "Action": ["s3:*", "s3-object-lambda:*"], "Resource": "*"}],
+    "AWSLambdaExecute": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": "arn:aws:s3:::*"}],
+}
+
+# Stands for what a wildcard may match that no policy names: a future action, a stranger's bucket
+# (with the longest name a bucket may have).
+FILL = "\x00"
+STRANGERS_BUCKETS = [f"arn:{partition}:s3:::{FILL * 63}" for partition in ("aws", "aws-cn", "aws-us-gov")]
+
+# Condition keys that say who calls, or on whose behalf a service calls (keys are case-insensitive).
+CALLER_KEYS = {"aws:sourcearn", "aws:sourceaccount", "aws:sourceowner", "aws:sourceorgid", "aws:sourcevpc",
+               "aws:sourcevpce", "aws:principalarn", "aws:principalaccount", "aws:principalorgid", "aws:sourceip"}
+ARN_KEYS = {"aws:sourcearn", "aws:principalarn"}
+# Operators that a request without a matching value fails. Not the negated ones, not ...IfExists
+# or ForAllValues: (both pass a request without the key), not Null.
+NARROWING_OPERATORS = {"stringequals", "stringequalsignorecase", "stringlike", "arnequals", "arnlike", "ipaddress"}
+# An address range larger than this is no single organisation's network.
+WIDEST_PREFIX = {4: 8, 6: 32}
 
 
 @dataclass
@@ -59,8 +98,7 @@ def _statements(policy: Any) -> list[dict] | None:
             return None
     if not isinstance(policy, dict):
         return None
-    statements = policy.get("Statement", [])
-    return [statements] if isinstance(statements, dict) else list(statements)
+    return [s for s in _list(policy.get("Statement")) if isinstance(s, dict)]
 
 
 def _strings(value: Any) -> list[str]:
@@ -82,6 +120,116 @@ def _of(resources: list[Resource], kind: str) -> list[Resource]:
     return [r for r in resources if r.type == kind]
 
 
+def _managed(arn: str) -> dict | None:
+    match = re.fullmatch(r"arn:[^:]+:iam::aws:policy/(.+)", arn)
+    return {"Statement": MANAGED_POLICIES.get(match.group(1))} if match else None
+
+
+def _documents(resource: Resource) -> list[tuple[str, dict]]:
+    """(where, statement) for every statement a resource holds: its policy, a role's inline policies,
+    and the AWS-managed policies it attaches."""
+    documents = [(resource.name, resource.props.get("policy"))] if resource.type in POLICY_HOLDERS else []
+    documents += [(f"{resource.name} inline policy {p.get('name')}", p.get("policy"))
+                  for p in _list(resource.props.get("inlinePolicies")) if isinstance(p, dict)]
+    if resource.type in ATTACHED_PROPERTY:
+        documents += [(f"{resource.name} ({arn})", _managed(arn))
+                      for arn in _strings(resource.props.get(ATTACHED_PROPERTY[resource.type]))]
+    return [(where, statement) for where, document in documents for statement in _statements(document) or []]
+
+
+def _role_statements(resources: list[Resource], role: Resource) -> list[tuple[str, dict]]:
+    """Every statement that gives `role` permissions: in the role itself, in role policies, and in
+    the policies attached to it (customer-managed ones by their documents)."""
+    grants = [role] + [r for r in resources if r.type in ROLE_PROPERTY and r.refers_to(ROLE_PROPERTY[r.type], role)]
+    attached = [p for p in _of(resources, POLICY)
+                if any(g.refers_to(ATTACHED_PROPERTY[g.type], p) for g in grants if g.type in ATTACHED_PROPERTY)]
+    return [s for r in grants + attached for s in _documents(r)]
+
+
+def _like(pattern: str, value: str) -> bool:
+    """IAM's wildcards: `*` matches any run of characters, `?` any one; nothing else is special."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.DOTALL) is not None
+
+
+def _covers(statement: dict, element: str, value: str) -> bool:
+    """Is `value` among what the statement's Action or Resource (`element`) covers?"""
+    fold = str.lower if element == "Action" else str  # action names are case-insensitive, ARNs are not
+
+    def names(key: str) -> bool:
+        return any(_like(fold(str(p)), fold(value)) for p in _list(statement.get(key)))
+
+    if element in statement:
+        return names(element)
+    return f"Not{element}" in statement and not names(f"Not{element}")
+
+
+def _applies(statement: dict, action: str, arn: str) -> bool:
+    return _covers(statement, "Action", action) and _covers(statement, "Resource", arn)
+
+
+def _allowed_by(statements: list[tuple[str, dict]], action: str, arn: str) -> str | None:
+    """Where the request is allowed, unless a Deny surely refuses it (one with a condition might not)."""
+    if any(s.get("Effect") == "Deny" and not s.get("Condition") and _applies(s, action, arn) for _, s in statements):
+        return None
+    return next((where for where, s in statements if s.get("Effect") == "Allow" and _applies(s, action, arn)), None)
+
+
+def _rests(pattern: str, prefix: str) -> set[str]:
+    """What `pattern` still has to match once it has matched `prefix`, in each way it can."""
+    positions = {0}
+    for char in prefix:
+        # a `*` may match nothing: it also stands at whatever follows it
+        positions = {j for i in positions for j in range(i, len(pattern) - len(pattern[i:].lstrip("*")) + 1)}
+        positions = {i + (pattern[i] != "*") for i in positions if i < len(pattern) and pattern[i] in ("*", "?", char)}
+    return {pattern[i:] for i in positions}
+
+
+def _witnesses(patterns: list[str], prefix: str) -> list[str]:
+    """Strings that begin with `prefix` to ask about: one for each way a pattern goes on past it and
+    one that no pattern names, each `*` filled short and long (a `?` counts characters). A `?` may
+    stay: no pattern can name it but by a wildcard."""
+    rests = {"*"} | {rest for pattern in patterns for rest in _rests(pattern, prefix)}
+    return sorted({prefix + rest.replace("*", fill) for rest in rests if rest for fill in (FILL, FILL * 9)})
+
+
+def _names_someone(key: str, value: str) -> bool:
+    """Does a condition value (of a caller key) let in only someone in particular?"""
+    if key == "aws:sourceip":
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return False
+        return network.prefixlen >= WIDEST_PREFIX[network.version]
+    if "*" not in value and "?" not in value:
+        return True
+    # a wildcard after a named account keeps to that account's resources or principals
+    return key in ARN_KEYS and re.match(r"arn:[^:]*:[^:]*:[^:]*:\d{12}:", value) is not None
+
+
+def _restricts_caller(condition: Any) -> bool:
+    """Does the condition keep strangers out? Every test in it must hold, and a test holds when any
+    of its values matches: so one narrowing test of a caller key whose values all name someone will do."""
+    if not isinstance(condition, dict):
+        return False
+    for operator, tests in condition.items():
+        if operator.lower().removeprefix("foranyvalue:") not in NARROWING_OPERATORS or not isinstance(tests, dict):
+            continue
+        for key, values in tests.items():
+            if key.lower() in CALLER_KEYS and _list(values) and all(
+                    _names_someone(key.lower(), str(v)) for v in _list(values)):
+                return True
+    return False
+
+
+def _anyone(statement: dict) -> bool:
+    """Does the statement grant to every caller? `*` in any form, everyone but NotPrincipal, or a
+    service, which calls on behalf of any of its customers unless a condition says whose."""
+    principal = statement.get("Principal")
+    return ("NotPrincipal" in statement or "*" in _strings(principal)
+            or (isinstance(principal, dict) and "Service" in principal))
+
+
 def no_public_buckets(resources: list[Resource]) -> list[str]:
     violations = []
     blocks = _of(resources, PUBLIC_ACCESS_BLOCK)
@@ -95,38 +243,33 @@ def no_public_buckets(resources: list[Resource]) -> list[str]:
             off = [k for k in BLOCKS if block.props.get(k) is not True]
             if off:
                 violations.append(f"bucket {bucket.name}: public access block leaves {', '.join(off)} off")
-    for policy in _of(resources, BUCKET_POLICY):
-        for statement in _statements(policy.props.get("policy")) or []:
-            principal = statement.get("Principal")
-            anyone = principal == "*" or (isinstance(principal, dict) and "*" in _list(principal.get("AWS")))
-            if statement.get("Effect") == "Allow" and anyone and not statement.get("Condition"):
-                violations.append(f"bucket policy {policy.name} allows anyone: {statement.get('Sid', statement)}")
+    for resource in resources:
+        if resource.type not in (BUCKET_POLICY, BUCKET):
+            continue
+        for where, statement in _documents(resource):
+            if (statement.get("Effect") == "Allow" and _anyone(statement)
+                    and not _restricts_caller(statement.get("Condition"))):
+                violations.append(f"bucket policy {where} allows anyone: {statement.get('Sid', statement)} "
+                                  "(no condition restricts who the caller is)")
     return violations
 
 
 def no_broad_s3_grants(resources: list[Resource]) -> list[str]:
     violations = []
     for resource in resources:
-        if resource.type not in (ROLE_POLICY, POLICY, BUCKET_POLICY):
-            continue
-        for statement in _statements(resource.props.get("policy")) or []:
+        for where, statement in _documents(resource):
             if statement.get("Effect") != "Allow":
                 continue
-            actions = _list(statement.get("Action"))
-            if any(a in ("*", "s3:*") for a in actions):
-                violations.append(f"{resource.name} grants {actions} (name the actions it needs)")
-            if any(str(a).startswith("s3:") for a in actions) and "*" in _list(statement.get("Resource")):
-                violations.append(f"{resource.name} grants {actions} on Resource \"*\" (name the buckets)")
+            actions = statement.get("Action", {"NotAction": statement.get("NotAction")})
+            if _covers(statement, "Action", f"s3:{FILL}"):
+                violations.append(f"{where} grants every S3 action with {actions} (name the actions it needs)")
+            s3_actions = _witnesses([str(a).lower() for a in _list(statement.get("Action"))], "s3:")
+            arns = [str(r) for r in _list(statement.get("Resource"))]
+            strangers = [arn for b in STRANGERS_BUCKETS for arn in (b, *_witnesses(arns, f"{b}/"))]
+            if any(_applies(statement, action, arn) for action in s3_actions for arn in strangers):
+                reach = statement.get("Resource", {"NotResource": statement.get("NotResource")})
+                violations.append(f"{where} grants {actions} on {reach}, which reaches every bucket (name the buckets)")
     return violations
-
-
-def _allows(statements: list[dict], action: str, resource_arn: str) -> bool:
-    def matches(statement: dict) -> bool:
-        return (any(fnmatchcase(action, a) for a in _list(statement.get("Action")))
-                and any(fnmatchcase(resource_arn, r) for r in _list(statement.get("Resource"))))
-
-    return (any(s.get("Effect") == "Allow" and matches(s) for s in statements)
-            and not any(s.get("Effect") == "Deny" and matches(s) for s in statements))
 
 
 def functions_cannot_write_their_trigger(resources: list[Resource]) -> list[str]:
@@ -139,19 +282,26 @@ def functions_cannot_write_their_trigger(resources: list[Resource]) -> list[str]
         functions = [f for f in _of(resources, FUNCTION)
                      if any(s.refers_to("endpoint", f) for s in subscribed) or notification.refers_to("lambdaFunctions", f)]
         for function in functions:
-            roles = [r for r in _of(resources, ROLE) if function.refers_to("role", r)]
-            statements = [s for p in _of(resources, ROLE_POLICY) if any(p.refers_to("role", r) for r in roles)
-                          for s in _statements(p.props.get("policy")) or []]
-            for attachment in _of(resources, ATTACHMENT):
-                if any(attachment.refers_to("role", r) for r in roles) and any(
-                        word in str(attachment.props.get("policyArn")) for word in ("S3FullAccess", "AdministratorAccess")):
-                    violations.append(f"function {function.name} has {attachment.props['policyArn']} attached")
+            statements = [s for role in _of(resources, ROLE) if function.refers_to("role", role)
+                          for s in _role_statements(resources, role)]
             for bucket in triggering:
-                name = bucket.props.get("bucket")
-                for action in WRITE_ACTIONS:
-                    if name and _allows(statements, action, f"arn:aws:s3:::{name}/uploads/images/original/x"):
-                        violations.append(f"function {function.name} may {action} into {bucket.name}, "
-                                          "the bucket that triggers it")
+                violations += _writes_into(function, bucket, statements)
+    return violations
+
+
+def _writes_into(function: Resource, bucket: Resource, statements: list[tuple[str, dict]]) -> list[str]:
+    """The writes that `statements` allow anywhere in `bucket` (none to judge while its name is unknown)."""
+    name = bucket.props.get("bucket")
+    if not name:
+        return []
+    arn = bucket.props.get("arn") or f"arn:aws:s3:::{name}"
+    objects = _witnesses([str(r) for _, s in statements for r in _list(s.get("Resource"))], f"{arn}/")
+    violations = []
+    for action in WRITE_ACTIONS:
+        where = next(filter(None, (_allowed_by(statements, action, key) for key in objects)), None)
+        if where:
+            violations.append(f"function {function.name} may {action} into {bucket.name}, "
+                              f"the bucket that triggers it (allowed by {where})")
     return violations
 
 
@@ -172,7 +322,8 @@ def backup_has_object_lock(resources: list[Resource]) -> list[str]:
 RULES = (
     Rule("no-public-buckets", "No bucket may be public: ACL, public access block or bucket policy.",
          no_public_buckets),
-    Rule("no-broad-s3-grants", "No policy may grant s3:* or S3 actions on Resource \"*\".", no_broad_s3_grants),
+    Rule("no-broad-s3-grants", "No policy may grant every S3 action, or S3 actions on every bucket.",
+         no_broad_s3_grants),
     Rule("functions-cannot-write-their-trigger", "A function notified by a bucket may not write into it.",
          functions_cannot_write_their_trigger),
     Rule("backup-has-object-lock", "The backup bucket needs object lock with a default retention.",

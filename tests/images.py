@@ -138,3 +138,24 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
             + chunk(b"IEND", b""))
+
+
+def riff_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("<I", len(body)) + body + b"\0" * (len(body) % 2)
+
+
+def animated_webp_canvas(width: int, height: int, frames: int = 2) -> bytes:
+    """An animated WebP of a few bytes whose frames are one pixel on a huge canvas."""
+    pixel = encode(Image.new("RGBA", (1, 1), (200, 30, 30, 255)), "WEBP", lossless=True)[12:]  # its VP8L chunk
+    canvas = riff_chunk(b"VP8X", bytes([0x12, 0, 0, 0]) + (width - 1).to_bytes(3, "little")
+                        + (height - 1).to_bytes(3, "little"))  # flags: animation, alpha
+    frame = riff_chunk(b"ANMF", bytes(12) + (100).to_bytes(3, "little") + b"\0" + pixel)
+    body = b"WEBP" + canvas + riff_chunk(b"ANIM", bytes(6)) + frame * frames
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def jpeg_header_declaring(width: int, height: int) -> bytes:
+    """A whole JPEG of 16x16 pixels, end-of-image marker and all, whose frame says width x height."""
+    data = encode(Image.new("RGB", (16, 16), (128, 128, 128)), "JPEG")
+    frame = data.index(b"\xff\xc0")
+    return data[:frame + 5] + struct.pack(">HH", height, width) + data[frame + 9:]

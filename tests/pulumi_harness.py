@@ -1,7 +1,7 @@
 """Runs the real Pulumi program (__main__.py) under pulumi.runtime.set_mocks for a stack file.
 
 Config comes from Pulumi.yaml's defaults overlaid with Pulumi.<stack>.yaml, as the CLI does, plus
-what the README tells a user of that stack to set before the first `pulumi up` (USER_SET).
+what the README tells a person to set on that stack before the first `pulumi up` (SET_BY_A_PERSON).
 `preview=False`, so every value is known and no assertion can be skipped by an unknown.
 
 Besides each resource's inputs and outputs, the harness records what the engine would receive
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pulumi
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +34,16 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 CACHE_POLICY_ID = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 DISTRIBUTION_ID = "E2EXAMPLE0CDN"
+ORIGINALS_KEY_ID = "K2JCJMDEHXQW5F"  # CloudFront's id of the public key: a signed URL's Key-Pair-Id
+KEY_GROUP_ID = "6e1f0c2a-5b7d-4c3e-9a8f-2d4b6c8e0a1f"
+# The key pair of signed originals, made once per run as a person would with openssl.
+ORIGINALS_PRIVATE_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+ORIGINALS_PUBLIC_KEY = ORIGINALS_PRIVATE_KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 # Who runs `pulumi up` in these tests: the caller identity the mocks answer, and the stack setting
 # that names it (a role deploys; getCallerIdentity answers with its session's ARN).
 DEPLOYER_ARN = f"arn:aws:iam::{ACCOUNT}:role/image-pipeline-deployer"
 CALLER_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/image-pipeline-deployer/ci"
-# What the README tells a user of each stack file to set before the first `pulumi up`.
-USER_SET = {"prod": {"deployerArn": DEPLOYER_ARN}}
 
 
 @dataclass
@@ -143,6 +149,8 @@ class Mocks(pulumi.runtime.Mocks):
         elif kind == "aws:iam/role:Role":
             outputs.update(arn=f"arn:aws:iam::{ACCOUNT}:role/{physical}", name=physical)
             resource_id = physical
+        elif kind == "aws:iam/policy:Policy":
+            outputs.update(arn=f"arn:aws:iam::{ACCOUNT}:policy/{physical}", name=physical)
         elif kind == "aws:cloudwatch/logGroup:LogGroup":
             outputs.update(arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{physical}")
         elif kind == "aws:cloudfront/cachePolicy:CachePolicy":
@@ -151,6 +159,10 @@ class Mocks(pulumi.runtime.Mocks):
         elif kind == "aws:cloudfront/function:Function":
             outputs.update(arn=f"arn:aws:cloudfront::{ACCOUNT}:function/{physical}", etag="ETVPDKIKX0DER",
                            liveStageEtag="ETVPDKIKX0DER", status="UNASSOCIATED")
+        elif kind == "aws:cloudfront/publicKey:PublicKey":
+            resource_id = ORIGINALS_KEY_ID
+        elif kind == "aws:cloudfront/keyGroup:KeyGroup":
+            resource_id = KEY_GROUP_ID
         elif kind == "aws:cloudfront/distribution:Distribution":
             resource_id = DISTRIBUTION_ID
             outputs.update(arn=f"arn:aws:cloudfront::{ACCOUNT}:distribution/{resource_id}",
@@ -186,17 +198,32 @@ _loggers = count()
 
 
 def stack_config(stack: str) -> dict[str, str]:
+    """A stack without a stack file (`pulumi stack init` and nothing set) has the defaults alone."""
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     values = {f"{PROJECT}:{key}": spec["default"] for key, spec in project["config"].items() if "default" in spec}
-    values.update({f"{PROJECT}:{key}": value for key, value in USER_SET.get(stack, {}).items()})
-    values.update(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
+    stack_file = ROOT / f"Pulumi.{stack}.yaml"
+    if stack_file.exists():
+        values.update(yaml.safe_load(stack_file.read_text())["config"])
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 
-def deploy(stack: str, overrides: dict[str, str] | None = None) -> Deployment:
-    """Run the program for Pulumi.<stack>.yaml, with `overrides` as if set by `pulumi config set`."""
+# What a person sets with `pulumi config set` before a stack's first `pulumi up`: the stack files
+# ship no value for them (Pulumi.prod.yaml requires them, and `pulumi up` stops without them).
+SET_BY_A_PERSON = {
+    "prod": {"deployerArn": DEPLOYER_ARN, "alarmEmail": "ops@example.com",
+             "corsOrigins": json.dumps(["https://www.example.com"]), "originalsPublicKey": ORIGINALS_PUBLIC_KEY},
+    # a new stack without a stack file: protectData is true by default, so it needs a deployer
+    "fresh": {"deployerArn": DEPLOYER_ARN},
+}
+
+
+def deploy(stack: str, overrides: dict[str, str] | None = None, *, set_by_a_person: bool = True) -> Deployment:
+    """Run the program for Pulumi.<stack>.yaml, with what a person sets on that stack (unless
+    `set_by_a_person` is False) and `overrides`, as if set by `pulumi config set`."""
     deployment = Deployment()
     config = stack_config(stack)
+    if set_by_a_person:
+        config.update({f"{PROJECT}:{key}": value for key, value in SET_BY_A_PERSON.get(stack, {}).items()})
     config.update({f"{PROJECT}:{key}": value for key, value in (overrides or {}).items()})
     pulumi.runtime.set_all_config(config)
     mocks = Mocks(deployment)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from pulumi_harness import ACCOUNT, CACHE_POLICY_ID, DEPLOYER_ARN, DISTRIBUTION_ID, deploy
+from pulumi_harness import (ACCOUNT, CACHE_POLICY_ID, DEPLOYER_ARN, DISTRIBUTION_ID, KEY_GROUP_ID, ORIGINALS_KEY_ID,
+                            ORIGINALS_PRIVATE_KEY, ORIGINALS_PUBLIC_KEY, ROOT, Registered, deploy)
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -53,12 +54,15 @@ def test_resource_counts(stack):
         "aws:sns/topicSubscription:TopicSubscription": 3 if name == "prod" else 2,
         "aws:lambda/function:Function": 2, "aws:lambda/layerVersion:LayerVersion": 1,
         "aws:lambda/permission:Permission": 2, "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig": 2,
-        "aws:iam/role:Role": 2, "aws:iam/rolePolicy:RolePolicy": 4, "aws:cloudwatch/logGroup:LogGroup": 2,
+        "aws:iam/role:Role": 2, "aws:iam/rolePolicy:RolePolicy": 4, "aws:iam/policy:Policy": 1,
+        "aws:cloudwatch/logGroup:LogGroup": 2,
         "aws:sqs/queue:Queue": 1, "aws:cloudwatch/metricAlarm:MetricAlarm": 3,
         "aws:cloudfront/distribution:Distribution": 1, "aws:cloudfront/originAccessControl:OriginAccessControl": 1,
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": 1,
-        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 1,
+        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 2,
     }
+    if name == "prod":  # originals: signed
+        expected |= {"aws:cloudfront/publicKey:PublicKey": 1, "aws:cloudfront/keyGroup:KeyGroup": 1}
     assert {t: c for t, c in counts.items() if t.startswith("aws:")} == expected
     assert counts["imagepipeline:index:ImagePipeline"] == 1
 
@@ -150,15 +154,48 @@ def test_lifecycle_days_below_one_are_refused(key):
         deploy("dev", {key: "0"})
 
 
-def test_uploads_and_processed_allow_browser_cors_from_configured_origins(stack):
-    name, deployment = stack
-    origins = ["https://www.example.com"] if name == "prod" else ["http://localhost:3000"]
-    all_buckets = buckets(deployment)
-    (uploads,) = attached(deployment, f"{S3}bucketCorsConfiguration:BucketCorsConfiguration", all_buckets["uploads"]["bucket"])
-    assert uploads["corsRules"][0]["allowedOrigins"] == origins and "PUT" in uploads["corsRules"][0]["allowedMethods"]
-    (processed,) = attached(deployment, f"{S3}bucketCorsConfiguration:BucketCorsConfiguration",
-                            all_buckets["processed"]["bucket"])
-    assert processed["corsRules"][0]["allowedMethods"] == ["GET", "HEAD"]
+CORS = f"{S3}bucketCorsConfiguration:BucketCorsConfiguration"
+
+
+def cdn_cors(deployment) -> dict | None:
+    (headers,) = deployment.of_type("aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy")
+    return headers.inputs.get("corsConfig")
+
+
+def test_no_cors_configuration_anywhere_by_default():
+    deployment = deploy("fresh")  # a new stack: Pulumi.yaml's defaults and nothing else
+    assert deployment.of_type(CORS) == [] and cdn_cors(deployment) is None
+
+
+def test_with_origins_browsers_may_post_uploads_and_read_the_cdn_from_those_origins_only():
+    origins = ["https://app.example.org", "https://*.example.net", "http://localhost:3000"]
+    deployment = deploy("dev", {"corsOrigins": json.dumps(origins)})
+    b = buckets(deployment)
+    (uploads,) = attached(deployment, CORS, b["uploads"]["bucket"])
+    assert uploads["corsRules"] == [{"allowedMethods": ["POST"], "allowedOrigins": origins,
+                                     "exposeHeaders": ["ETag"], "maxAgeSeconds": 3600}]
+    (processed,) = attached(deployment, CORS, b["processed"]["bucket"])
+    assert [(r["allowedMethods"], r["allowedOrigins"]) for r in processed["corsRules"]] == [(["GET", "HEAD"], origins)]
+    cors = cdn_cors(deployment)
+    assert cors["accessControlAllowOrigins"] == {"items": origins}
+    assert cors["accessControlAllowMethods"] == {"items": ["GET", "HEAD"]}
+    assert cors["accessControlAllowCredentials"] is False
+
+
+def test_when_only_servers_upload_the_uploads_bucket_has_no_cors():
+    deployment = deploy("dev", {"browserUploads": "false"})
+    b = buckets(deployment)
+    assert attached(deployment, CORS, b["uploads"]["bucket"]) == []
+    assert attached(deployment, CORS, b["processed"]["bucket"]) and cdn_cors(deployment)
+
+
+@pytest.mark.parametrize("origin", ["*", "https://app.example.org/", "app.example.org", "https://app.example.org/upload",
+                                    "ftp://app.example.org", "https://app.*.example.org"])
+def test_what_is_not_an_origin_is_refused(origin):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"'corsOrigins': {re.escape(repr(origin))} is not an origin"):
+        deploy("dev", {"corsOrigins": json.dumps([origin])})
 
 
 def test_notification_filter_and_topic_policy(stack):
@@ -267,6 +304,52 @@ def test_resize_may_tag_processed_images_only(stack):
     assert not allowed(role_documents(deployment, "backup"), "s3:PutObject", f"{b['processed']}/uploads/images/large/p.jpg")
 
 
+def test_an_app_backend_may_sign_uploads_of_originals_and_nothing_else(stack):
+    _, deployment = stack
+    b = {role: f"arn:aws:s3:::{bucket['bucket']}" for role, bucket in buckets(deployment).items()}
+    (policy,) = deployment.of_type("aws:iam/policy:Policy")
+    assert statements(policy.inputs["policy"]) == [{
+        "Sid": "SignUploadsOfOriginals", "Effect": "Allow", "Action": "s3:PutObject",
+        "Resource": f"{b['uploads']}/uploads/images/original/*"}]
+    documents = statements(policy.inputs["policy"])
+    assert allowed(documents, "s3:PutObject", f"{b['uploads']}/uploads/images/original/2026/IMG_0042.HEIC")
+    for action, resource in (("s3:PutObject", f"{b['uploads']}/uploads/images/large/p.jpg"),
+                             ("s3:PutObject", f"{b['uploads']}/p.jpg"),
+                             ("s3:PutObject", f"{b['processed']}/uploads/images/original/p.jpg"),
+                             ("s3:GetObject", f"{b['uploads']}/uploads/images/original/p.jpg"),
+                             ("s3:DeleteObject", f"{b['uploads']}/uploads/images/original/p.jpg"),
+                             ("s3:PutObjectAcl", f"{b['uploads']}/uploads/images/original/p.jpg")):
+        assert not allowed(documents, action, resource), (action, resource)
+    exports = deployment.exports
+    assert exports["uploaderPolicyArn"] == policy.outputs["arn"]
+    assert (exports["uploadsBucket"], exports["uploadPrefix"], exports["uploadMaxBytes"]) == (
+        buckets(deployment)["uploads"]["bucket"], "uploads/images/original/", 50 * 2**20)
+    # without uploaderRoleTrust no role is made for it: the backend attaches the policy to its own
+    assert "uploaderRoleArn" not in exports and not deployment.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+
+
+def test_a_named_principal_gets_a_role_that_may_sign_uploads():
+    backend = "arn:aws:iam::210987654321:role/app-backend"
+    deployment = deploy("dev", {"uploaderRoleTrust": backend, "pipeline": json.dumps({"max_bytes": 20_000_000})})
+    (policy,) = deployment.of_type("aws:iam/policy:Policy")
+    (role,) = [r for r in deployment.of_type("aws:iam/role:Role") if r.name == "uploader-role"]
+    assert statements(role.inputs["assumeRolePolicy"]) == [
+        {"Effect": "Allow", "Principal": {"AWS": backend}, "Action": "sts:AssumeRole"}]
+    (attachment,) = deployment.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert (attachment.inputs["role"], attachment.inputs["policyArn"]) == (role.outputs["name"], policy.outputs["arn"])
+    assert deployment.exports["uploaderRoleArn"] == role.outputs["arn"]
+    assert deployment.exports["uploadMaxBytes"] == 20_000_000
+
+
+@pytest.mark.parametrize("trust", ["210987654321", "app-backend", "arn:aws:iam::2109876543:role/x",
+                                   "arn:aws:s3:::uploads", "arn:aws:iam::210987654321:group/devs"])
+def test_a_trust_that_is_no_principal_arn_is_refused(trust):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="'uploaderRoleTrust'.* is not an AWS principal ARN"):
+        deploy("dev", {"uploaderRoleTrust": trust})
+
+
 def test_functions_runtime_memory_environment_and_artifact(stack):
     name, deployment = stack
     functions = {r.inputs["name"]: r.inputs for r in deployment.of_type("aws:lambda/function:Function")}
@@ -360,16 +443,22 @@ def test_cdn_origins_access_control_behaviours_and_https(stack):
     assert inputs["viewerCertificate"] == {"cloudfrontDefaultCertificate": True}
 
 
+def functions_by_name(deployment) -> dict[str, Registered]:
+    return {r.name: r for r in deployment.of_type("aws:cloudfront/function:Function")}
+
+
 def test_every_behaviour_keys_the_cache_on_v_only_and_sets_cache_control_on_the_way_out(stack):
+    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE
     from pipeline.caching import VERSIONED_CACHE
 
     _, deployment = stack
     (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
     (policy,) = deployment.of_type("aws:cloudfront/cachePolicy:CachePolicy")
-    (function,) = deployment.of_type("aws:cloudfront/function:Function")
-    behaviours = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
-    assert len(behaviours) == 3
-    for behaviour in behaviours:
+    functions = functions_by_name(deployment)
+    originals, rest = functions["cdn-originals-response"], functions["cdn-cache-control"]
+    originals_behaviour, *others = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
+    assert originals_behaviour["pathPattern"] == "/uploads/images/original/*" and len(others) == 2
+    for behaviour, function in [(originals_behaviour, originals)] + [(b, rest) for b in others]:
         assert behaviour["cachePolicyId"] == CACHE_POLICY_ID
         assert behaviour["functionAssociations"] == [{"eventType": "viewer-response",
                                                       "functionArn": function.outputs["arn"]}]
@@ -378,12 +467,25 @@ def test_every_behaviour_keys_the_cache_on_v_only_and_sets_cache_control_on_the_
     assert key["headersConfig"] == {"headerBehavior": "none"} and key["cookiesConfig"] == {"cookieBehavior": "none"}
     assert key["enableAcceptEncodingGzip"] is True and key["enableAcceptEncodingBrotli"] is True
     assert (policy.inputs["minTtl"], policy.inputs["defaultTtl"], policy.inputs["maxTtl"]) == (0, 120, 31536000)
-    assert function.inputs["runtime"] == "cloudfront-js-2.0" and function.inputs["publish"] is True
-    assert VERSIONED_CACHE in function.inputs["code"]
+    for function, code in ((originals, ORIGINALS_RESPONSE_CODE), (rest, VIEWER_RESPONSE_CODE)):
+        assert function.inputs["runtime"] == "cloudfront-js-2.0" and function.inputs["publish"] is True
+        assert function.inputs["code"] == code and VERSIONED_CACHE in code
     errors = {e["errorCode"]: e for e in distribution.inputs["customErrorResponses"]}
     assert set(errors) == {403, 404}
     assert all(e["errorCachingMinTtl"] <= 5 and "responseCode" not in e and "responsePagePath" not in e
                for e in errors.values())
+
+
+def test_every_behaviour_sends_nosniff_and_a_csp_that_makes_a_document_inert(stack):
+    _, deployment = stack
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    (headers,) = deployment.of_type("aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy")
+    behaviours = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
+    assert {b["responseHeadersPolicyId"] for b in behaviours} == {f"{headers.name}-id"}
+    security = headers.inputs["securityHeadersConfig"]
+    assert security["contentTypeOptions"] == {"override": True}  # X-Content-Type-Options: nosniff
+    assert security["contentSecurityPolicy"] == {"contentSecurityPolicy": "default-src 'none'; sandbox",
+                                                 "override": True}
 
 
 @pytest.mark.parametrize("has_version, origin, expected", [
@@ -400,17 +502,54 @@ def test_the_viewer_cache_control_rule(has_version, origin, expected):
     assert viewer_cache_control(has_version, origin) == expected
 
 
-def test_the_function_code_is_made_of_exactly_the_shared_constants():
-    from infra.cdn import VIEWER_RESPONSE_CODE
-    from pipeline.caching import VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE
+# Stored content types of originals, and whether the CDN serves each as itself.
+CONTENT_TYPES = [
+    ("image/jpeg", True), ("image/png", True), ("image/webp", True), ("image/gif", True), ("image/heic", True),
+    ("image/heif", True), ("image/avif", True), ("IMAGE/JPEG", True), ("image/jpeg; charset=binary", True),
+    (" image/png;q=1", True), ("\timage/avif", True),
+    ("text/html", False), ("text/html; charset=utf-8", False), ("image/svg+xml", False), ("application/xml", False),
+    ("application/octet-stream", False), ("binary/octet-stream", False), ("image/jpeg2000", False),
+    ("image/jpegx", False), ("image/ jpeg", False), ("text/html, image/jpeg", False), ("", False), (None, False),
+]
 
-    literals = re.findall(r'"((?:[^"\\]|\\.)*)"', VIEWER_RESPONSE_CODE)
-    assert sorted(set(literals)) == sorted({"cache-control", VERSION_PARAMETER, VERSIONED_CACHE, VARIATION_CACHE})
-    assert "'" not in VIEWER_RESPONSE_CODE and "max-age" not in re.sub(r'"[^"]*"', "", VIEWER_RESPONSE_CODE)
-    assert len(VIEWER_RESPONSE_CODE.encode()) < 1024  # CloudFront allows 10 KB; small is the point
+
+@pytest.mark.parametrize("content_type, served", CONTENT_TYPES)
+def test_an_original_that_is_no_accepted_image_is_a_download(content_type, served):
+    from infra.cdn import original_download_headers, served_as_image
+
+    assert served_as_image(content_type) is served
+    expected = {} if served else {"content-type": "application/octet-stream", "content-disposition": "attachment"}
+    assert original_download_headers(content_type) == expected
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the function's JavaScript")
+@pytest.mark.parametrize("code_name", ["VIEWER_RESPONSE_CODE", "ORIGINALS_RESPONSE_CODE"])
+def test_the_function_code_is_made_of_exactly_the_shared_constants(code_name):
+    import infra.cdn
+    from pipeline.caching import (DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION, ORIGINAL_IMAGE_TYPES, VARIATION_CACHE,
+                                  VERSION_PARAMETER, VERSIONED_CACHE)
+
+    code = getattr(infra.cdn, code_name)
+    literals = re.findall(r'"((?:[^"\\]|\\.)*)"', code)
+    expected = {"cache-control", VERSION_PARAMETER, VERSIONED_CACHE, VARIATION_CACHE}
+    if code_name == "ORIGINALS_RESPONSE_CODE":
+        expected |= {"content-type", "content-disposition", DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION,
+                     *ORIGINAL_IMAGE_TYPES}
+    assert sorted(set(literals)) == sorted(expected)
+    assert "'" not in code and "max-age" not in re.sub(r'"[^"]*"', "", code)
+    assert len(code.encode()) < 1024  # CloudFront allows 10 KB; small is the point
+
+
+def run_function(code: str, event: dict) -> dict:
+    """What the function's handler returns for `event`, run by node."""
+    script = f"{code}\nprocess.stdout.write(JSON.stringify(handler({json.dumps(event)})));"
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(result.stdout)
+
+
+needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the function's JavaScript")
+
+
+@needs_node
 @pytest.mark.parametrize("query, has_version", [
     ({"v": {"value": "3f2a9c"}, "w": {"value": "1"}}, True),
     ({"v": {"value": "3f2a9c", "multiValue": [{"value": "3f2a9c"}, {"value": "0"}]}}, True),
@@ -419,18 +558,252 @@ def test_the_function_code_is_made_of_exactly_the_shared_constants():
     ({}, False),
 ])
 @pytest.mark.parametrize("origin", [None, "", "public, max-age=60", "public, max-age=120"])
-def test_the_function_applies_the_same_rule_as_python(query, has_version, origin):
+@pytest.mark.parametrize("original", [False, True])
+def test_the_function_applies_the_same_rule_as_python(query, has_version, origin, original):
     """CloudFront's runtime is not node, but this code uses nothing either lacks."""
-    from infra.cdn import VIEWER_RESPONSE_CODE, viewer_cache_control
+    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE, viewer_response_headers
 
-    event = {"request": {"querystring": query},
-             "response": {"statusCode": 200,
-                          "headers": {} if origin is None else {"cache-control": {"value": origin}}}}
-    script = f"{VIEWER_RESPONSE_CODE}\nprocess.stdout.write(JSON.stringify(handler({json.dumps(event)})));"
-    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
-    response = json.loads(result.stdout)
+    headers = {"content-type": "image/jpeg"} | ({} if origin is None else {"cache-control": origin})
+    event = {"request": {"uri": "/uploads/images/original/a.jpg", "querystring": query},
+             "response": {"statusCode": 200, "headers": {k: {"value": v} for k, v in headers.items()}}}
+    response = run_function(ORIGINALS_RESPONSE_CODE if original else VIEWER_RESPONSE_CODE, event)
     assert response["statusCode"] == 200
-    assert response["headers"]["cache-control"] == {"value": viewer_cache_control(has_version, origin)}
+    expected = viewer_response_headers(headers, has_version=has_version, original=original)
+    assert response["headers"] == {k: {"value": v} for k, v in expected.items()}
+
+
+@needs_node
+def test_the_originals_function_and_python_agree_on_every_content_type():
+    """One node run over every content type of CONTENT_TYPES, through both functions."""
+    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE, viewer_response_headers
+
+    cases = [{} if t is None else {"content-type": t, "cache-control": "public, max-age=60"}
+             for t, _ in CONTENT_TYPES]
+    for code, original in ((ORIGINALS_RESPONSE_CODE, True), (VIEWER_RESPONSE_CODE, False)):
+        events = [{"request": {"uri": "/x", "querystring": {}},
+                   "response": {"statusCode": 200, "headers": {k: {"value": v} for k, v in c.items()}}}
+                  for c in cases]
+        script = (f"{code}\nprocess.stdout.write(JSON.stringify("
+                  f"{json.dumps(events)}.map(function (e) {{ return handler(e).headers; }})));")
+        result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
+        for headers, got in zip(cases, json.loads(result.stdout), strict=True):
+            expected = viewer_response_headers(headers, has_version=False, original=original)
+            assert got == {k: {"value": v} for k, v in expected.items()}, headers
+            if original and headers.get("content-type") in ("text/html", "image/svg+xml"):
+                assert got["content-disposition"] == {"value": "attachment"}
+
+
+@needs_node
+def test_a_private_originals_function_answers_403_before_any_origin():
+    from infra.cdn import ORIGINALS_DENIED_CODE
+
+    event = {"request": {"method": "GET", "uri": "/uploads/images/original/2026/IMG_0042.HEIC", "querystring": {},
+                         "headers": {}, "cookies": {}}}
+    assert run_function(ORIGINALS_DENIED_CODE, event) == {"statusCode": 403, "statusDescription": "Forbidden"}
+
+
+def behaviours_of(deployment) -> tuple[dict, list[dict]]:
+    """The originals' behaviour, and every other (the default last)."""
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    originals, *others = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
+    assert originals["pathPattern"] == "/uploads/images/original/*"
+    return originals, others
+
+
+def uploads_policy(deployment) -> list[dict]:
+    (policy,) = attached(deployment, f"{S3}bucketPolicy:BucketPolicy", buckets(deployment)["uploads"]["bucket"])
+    return statements(policy["policy"])
+
+
+def test_public_originals_are_served_to_anyone_from_the_uploads_bucket():
+    deployment = deploy("dev")
+    originals, others = behaviours_of(deployment)
+    assert originals["targetOriginId"] == "uploads" and "trustedKeyGroups" not in originals
+    assert not any("trustedKeyGroups" in b for b in others)
+    assert not deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
+    assert not deployment.of_type("aws:cloudfront/publicKey:PublicKey")
+    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == ["AllowCloudFrontReads"]
+    assert deployment.exports["originals"] == "public" and "originalsKeyId" not in deployment.exports
+    assert "original" in deployment.exports["urlPatterns"]
+
+
+def test_signed_originals_need_a_url_signed_with_the_stacks_key():
+    deployment = deploy("dev", {"originals": "signed", "originalsPublicKey": ORIGINALS_PUBLIC_KEY})
+    (key,) = deployment.of_type("aws:cloudfront/publicKey:PublicKey")
+    assert key.inputs["encodedKey"] == ORIGINALS_PUBLIC_KEY.strip() + "\n" and "name" not in key.inputs
+    (group,) = deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
+    assert group.inputs["items"] == [ORIGINALS_KEY_ID]
+    originals, others = behaviours_of(deployment)
+    assert originals["targetOriginId"] == "uploads" and originals["trustedKeyGroups"] == [KEY_GROUP_ID]
+    assert not any("trustedKeyGroups" in b for b in others)  # variations and manifests stay public
+    functions = functions_by_name(deployment)
+    assert originals["functionAssociations"] == [{"eventType": "viewer-response",
+                                                  "functionArn": functions["cdn-originals-response"].outputs["arn"]}]
+    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == ["AllowCloudFrontReads"]
+    assert deployment.exports["originals"] == "signed" and deployment.exports["originalsKeyId"] == ORIGINALS_KEY_ID
+    assert "original" in deployment.exports["urlPatterns"]
+
+
+def test_private_originals_never_leave_the_uploads_bucket_through_the_cdn():
+    from infra.cdn import ORIGINALS_DENIED_CODE
+
+    deployment = deploy("dev", {"originals": "private"})
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    assert [o["originId"] for o in distribution.inputs["origins"]] == ["processed"]
+    assert not any(o["domainName"] == buckets(deployment)["uploads"]["bucketRegionalDomainName"]
+                   for o in distribution.inputs["origins"])
+    originals, others = behaviours_of(deployment)
+    functions = functions_by_name(deployment)
+    assert set(functions) == {"cdn-cache-control", "cdn-originals-denied"}
+    denied = functions["cdn-originals-denied"]
+    assert denied.inputs["code"] == ORIGINALS_DENIED_CODE and denied.inputs["publish"] is True
+    # its path never falls through to another behaviour: answered 403 before cache and origin
+    assert originals["functionAssociations"] == [{"eventType": "viewer-request", "functionArn": denied.outputs["arn"]}]
+    assert "trustedKeyGroups" not in originals and not deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
+    assert all(b["targetOriginId"] == "processed" for b in others)
+    # and the uploads bucket lets nobody read, not even this distribution
+    assert [s for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == []
+    assert deployment.exports["originals"] == "private" and "original" not in deployment.exports["urlPatterns"]
+
+
+def test_signed_originals_without_a_key_stop_with_a_message_naming_it():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="missing settings only a person can know") as stopped:
+        deploy("dev", {"originals": "signed"})
+    assert missing_keys(stopped.value) == ["originalsPublicKey"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"originals": "hidden"}, "'originals' must be one of public, signed, private"),
+    ({"originalsPublicKey": ORIGINALS_PUBLIC_KEY}, "'originalsPublicKey' is set but 'originals' is 'public'"),
+    ({"originals": "signed", "originalsPublicKey": "ssh-rsa AAAAB3NzaC1yc2E"}, "must be a PEM public key"),
+    ({"originals": "signed", "originalsPublicKey": ORIGINALS_PUBLIC_KEY.replace("PUBLIC", "RSA PRIVATE")},
+     "must be a PEM public key"),
+])
+def test_originals_settings_that_cannot_work_are_refused(overrides, message):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        deploy("dev", overrides)
+
+
+def missing_keys(error: Exception) -> list[str]:
+    """The keys a 'missing settings' message names, one per line."""
+    return re.findall(r"^  (\w+): ", str(error), flags=re.MULTILINE)
+
+
+# Settings only a person can know: no stack file may ship a value for them that someone made up.
+HUMAN_KEYS = ("deployerArn", "alarmEmail", "corsOrigins", "domainName", "certificateArn", "originalsPublicKey",
+              "uploaderRoleTrust")
+
+
+@pytest.mark.parametrize("stack_name", ["dev", "prod"])
+def test_no_stack_file_ships_a_placeholder_for_what_only_a_person_knows(stack_name):
+    import yaml
+    from pulumi_harness import ROOT
+
+    values = yaml.safe_load((ROOT / f"Pulumi.{stack_name}.yaml").read_text())["config"]
+    shipped = {key.split(":", 1)[1]: value for key, value in values.items() if key.split(":", 1)[1] in HUMAN_KEYS}
+    assert not any("example." in str(value) for value in shipped.values()), shipped
+    if stack_name == "prod":
+        assert shipped == {} and values["image-pipeline:requireHumanSettings"] is True
+        assert values["image-pipeline:originals"] == "signed"
+
+
+def test_prod_without_what_only_a_person_knows_stops_with_one_message_naming_each():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stack 'prod' is missing settings only a person can know") as stopped:
+        deploy("prod", set_by_a_person=False)
+    assert missing_keys(stopped.value) == ["deployerArn", "alarmEmail", "corsOrigins", "originalsPublicKey"]
+    assert "pulumi config set alarmEmail" in str(stopped.value)
+
+
+@pytest.mark.parametrize("present, missing", [
+    ({"alarmEmail": "ops@acme.test"}, ["deployerArn", "corsOrigins", "originalsPublicKey"]),
+    ({"corsOrigins": json.dumps(["https://app.acme.test"])}, ["deployerArn", "alarmEmail", "originalsPublicKey"]),
+    ({"browserUploads": "false"}, ["deployerArn", "alarmEmail", "originalsPublicKey"]),  # no browser uploads: no origins needed
+    ({"originals": "private"}, ["deployerArn", "alarmEmail", "corsOrigins"]),
+    ({"deployerArn": DEPLOYER_ARN}, ["alarmEmail", "corsOrigins", "originalsPublicKey"]),
+    ({"protectData": "false"}, ["alarmEmail", "corsOrigins", "originalsPublicKey"]),  # unprotected: no deployer needed
+])
+def test_prod_names_exactly_what_is_still_missing(present, missing):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError) as stopped:
+        deploy("prod", present, set_by_a_person=False)
+    assert missing_keys(stopped.value) == missing
+
+
+def test_prod_with_what_a_person_set_deploys_and_needs_no_domain():
+    deployment = deploy("prod", {"deployerArn": DEPLOYER_ARN, "alarmEmail": "ops@acme.test",
+                                 "corsOrigins": json.dumps(["https://app.acme.test"]),
+                                 "originalsPublicKey": ORIGINALS_PUBLIC_KEY}, set_by_a_person=False)
+    (email,) = [r.inputs for r in deployment.of_type("aws:sns/topicSubscription:TopicSubscription")
+                if r.inputs["protocol"] == "email"]
+    assert email["endpoint"] == "ops@acme.test"
+    assert deployment.exports["cdnDomain"] == "d111111abcdef8.cloudfront.net"
+
+
+@pytest.mark.parametrize("stack_name, overrides", [
+    ("dev", {}),
+    ("fresh", {"deployerArn": DEPLOYER_ARN}),  # a new stack keeps its data (protectData), so it names a deployer
+    ("fresh", {"protectData": "false"}),  # or is a throw-away stack
+])
+def test_dev_and_a_new_stack_deploy_with_defaults(stack_name, overrides):
+    deployment = deploy(stack_name, overrides, set_by_a_person=False)
+    assert deployment.exports["originals"] == "public" and deployment.of_type("aws:cloudfront/distribution:Distribution")
+
+
+def test_a_new_stack_with_nothing_set_stops_naming_only_the_deployer():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stack 'fresh' is missing settings only a person can know") as stopped:
+        deploy("fresh", set_by_a_person=False)
+    assert missing_keys(stopped.value) == ["deployerArn"]
+
+
+def test_require_human_settings_is_a_stack_setting_not_a_stack_name():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stack 'dev' is missing") as stopped:
+        deploy("dev", {"requireHumanSettings": "true", "corsOrigins": "[]"})
+    assert missing_keys(stopped.value) == ["alarmEmail", "corsOrigins"]
+
+
+def test_the_readmes_signed_url_is_one_the_stacks_key_verifies(tmp_path, monkeypatch):
+    """The README's snippet, run as written, with prod's exported key id and the private half of
+    the key pair whose public half prod was given."""
+    import base64
+    from urllib.parse import parse_qs, urlsplit
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    privacy = (ROOT / "README.md").read_text().split("## Privacy", 1)[1]
+    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", privacy, flags=re.DOTALL)
+                  if "CloudFrontSigner" in block]
+    (tmp_path / "originals-private.pem").write_bytes(ORIGINALS_PRIVATE_KEY.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    monkeypatch.chdir(tmp_path)
+    deployment = deploy("prod")
+    exports = deployment.exports
+    namespace = {"KEY_ID": exports["originalsKeyId"], "CDN_DOMAIN": exports["cdnDomain"]}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+
+    url = urlsplit(namespace["url"])
+    resource = f"https://{exports['cdnDomain']}/uploads/images/original/2026/IMG_0042.HEIC"
+    assert f"{url.scheme}://{url.netloc}{url.path}" == resource
+    query = {k: v for k, (v,) in parse_qs(url.query).items()}
+    assert set(query) == {"Expires", "Signature", "Key-Pair-Id"} and query["Key-Pair-Id"] == ORIGINALS_KEY_ID
+    # CloudFront's canned policy, and its URL-safe base64 (- for +, _ for =, ~ for /)
+    policy = ('{"Statement":[{"Resource":"%s","Condition":{"DateLessThan":{"AWS:EpochTime":%s}}}]}'
+              % (resource, query["Expires"])).encode()
+    signature = base64.b64decode(query["Signature"].translate(str.maketrans("-_~", "+=/")))
+    (key,) = deployment.of_type("aws:cloudfront/publicKey:PublicKey")  # the key CloudFront checks with
+    public_key = serialization.load_pem_public_key(key.inputs["encodedKey"].encode())
+    public_key.verify(signature, policy, padding.PKCS1v15(), hashes.SHA1())
 
 
 def test_served_bucket_policies_let_only_this_distribution_read(stack):
@@ -489,7 +862,7 @@ def test_a_domain_without_certificate_is_refused():
 
 BUCKET_POLICY = f"{S3}bucketPolicy:BucketPolicy"
 OTHER_ADMIN = f"arn:aws:iam::{ACCOUNT}:role/Admin"  # an administrator who is not the deployer
-ROOT = f"arn:aws:iam::{ACCOUNT}:root"
+ROOT_USER = f"arn:aws:iam::{ACCOUNT}:root"
 
 
 def attached_to(deployment, role: str) -> list:
@@ -591,11 +964,11 @@ def test_the_backup_policy_lets_only_the_deployer_change_settings_and_the_policy
         changes = BACKUP_BUCKET_SETTINGS + BUCKET_POLICY_CHANGES
         assert all(requests_of(document, bucket, DEPLOYER_ARN, changes).values())
         assert not any(requests_of(document, bucket, OTHER_ADMIN, changes).values())
-        for principal in (DEPLOYER_ARN, OTHER_ADMIN, ROOT):
+        for principal in (DEPLOYER_ARN, OTHER_ADMIN, ROOT_USER):
             assert not any(requests_of(document, bucket, principal, BACKUP_OBJECT_PROTECTION).values()), principal
         # the root user may always rewrite the policy (S3's rule, not ours), but no setting through it
-        assert all(requests_of(document, bucket, ROOT, BUCKET_POLICY_CHANGES).values())
-        assert not any(requests_of(document, bucket, ROOT, BACKUP_BUCKET_SETTINGS).values())
+        assert all(requests_of(document, bucket, ROOT_USER, BUCKET_POLICY_CHANGES).values())
+        assert not any(requests_of(document, bucket, ROOT_USER, BACKUP_BUCKET_SETTINGS).values())
         # a request from a service, which has no aws:PrincipalArn, is no deployer either
         assert not any(requests_of(document, bucket, "cloudfront.amazonaws.com", changes).values())
         # the backup function still copies in, through TLS only
@@ -901,7 +1274,13 @@ def refused(stack: str, overrides: dict, key: str):
 
 
 def test_prod_without_a_deployer_does_not_deploy():
-    refused("prod", {"deployerArn": ""}, "deployerArn")
+    from pipeline.config import ConfigError
+
+    # named in the one message that names every missing setting only a person can know
+    with pytest.raises(ConfigError, match="stack 'prod' is missing settings only a person can know") as stopped:
+        deploy("prod", {"deployerArn": ""})
+    assert missing_keys(stopped.value) == ["deployerArn"]
+    assert "pulumi config set deployerArn" in str(stopped.value)
     deploy("prod", {"deployerArn": "", "protectData": "false"})  # unprotected, it may
 
 

@@ -1,0 +1,132 @@
+"""The storage adapters on their own: what each call writes, and how S3's answers are read."""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipeline.outputs import OutputObject
+from pipeline.storage import CdnInvalidator, Conflict, LocalDirectory, S3Store
+
+
+def test_local_directory_writes_each_object_at_its_key_and_leaves_no_partial_file(tmp_path):
+    target = LocalDirectory(tmp_path).put(OutputObject("uploads/images/large/a b/c.jpg", b"pixels", "image/jpeg", "", {}))
+    assert target == os.path.join(tmp_path, "uploads", "images", "large", "a b", "c.jpg")
+    assert open(target, "rb").read() == b"pixels"
+    LocalDirectory(str(tmp_path)).put(OutputObject("uploads/images/large/a b/c.jpg", b"new", "image/jpeg", "", {}))
+    assert open(target, "rb").read() == b"new"
+    assert sorted(os.listdir(os.path.dirname(target))) == ["c.jpg"]
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("s3", region_name="eu-west-1")
+        for bucket in ("bkt", "versioned"):
+            client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        client.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+        yield client
+
+
+def manifest(key="uploads/images/manifest/x.jpg.json", body=b"{}"):
+    return OutputObject(key, body, "application/json", "public, max-age=60", {}, "")
+
+
+def test_put_writes_headers_metadata_and_tags(s3):
+    store = S3Store(s3)
+    store.put("bkt", OutputObject("k", b"x", "image/webp", "public, max-age=120", {"spec-hash": "abc"}, "t=1"))
+    head = s3.head_object(Bucket="bkt", Key="k")
+    assert (head["ContentType"], head["CacheControl"], head["Metadata"]) == ("image/webp", "public, max-age=120",
+                                                                             {"spec-hash": "abc"})
+    assert s3.get_object_tagging(Bucket="bkt", Key="k")["TagSet"] == [{"Key": "t", "Value": "1"}]
+    store.put("bkt", OutputObject("untagged", b"x", "image/jpeg", "c", {}))
+    assert s3.get_object_tagging(Bucket="bkt", Key="untagged")["TagSet"] == []
+
+
+def test_a_manifest_is_written_only_over_the_one_read(s3):
+    store = S3Store(s3)
+    store.put_manifest("bkt", manifest(body=b"1"), replacing=None)
+    with pytest.raises(Conflict, match="changed since it was read"):
+        store.put_manifest("bkt", manifest(body=b"2"), replacing=None)  # one appeared meanwhile
+    etag = s3.head_object(Bucket="bkt", Key="uploads/images/manifest/x.jpg.json")["ETag"].strip('"')
+    with pytest.raises(Conflict):
+        store.put_manifest("bkt", manifest(body=b"3"), replacing="0" * 32)  # another one was written meanwhile
+    store.put_manifest("bkt", manifest(body=b"4"), replacing=etag)
+    assert s3.get_object(Bucket="bkt", Key="uploads/images/manifest/x.jpg.json")["Body"].read() == b"4"
+    with pytest.raises(Conflict):  # the one read is gone
+        store.put_manifest("bkt", manifest(key="gone.json"), replacing=etag)
+
+
+def test_reading_a_manifest_tells_absent_untrusted_and_trusted(s3):
+    store = S3Store(s3)
+    assert store.read_manifest("bkt", "none.json") == (None, None)
+    s3.put_object(Bucket="bkt", Key="bad.json", Body=b"[]")
+    untrusted = store.read_manifest("bkt", "bad.json")
+    assert untrusted.manifest is None and untrusted.etag == s3.head_object(Bucket="bkt", Key="bad.json")["ETag"].strip('"')
+
+
+def test_get_original_reads_the_current_version_and_refuses_big_ones_unread(s3):
+    store = S3Store(s3)
+    first = s3.put_object(Bucket="versioned", Key="o", Body=b"one")["VersionId"]
+    second = s3.put_object(Bucket="versioned", Key="o", Body=b"two!")["VersionId"]
+    original = store.get_original("versioned", "o", max_bytes=100)
+    assert (original.body, original.size, original.version_id) == (b"two!", 4, second) and first != second
+    assert original.etag == s3.head_object(Bucket="versioned", Key="o")["ETag"].strip('"')
+    assert store.get_original("versioned", "o", max_bytes=3).body is None
+    assert store.get_original("versioned", "o", max_bytes=4).body == b"two!", "the limit itself is allowed"
+    s3.delete_object(Bucket="versioned", Key="o")
+    assert store.get_original("versioned", "o", max_bytes=100) is None, "a delete marker means gone"
+    assert store.get_original("bkt", "never", max_bytes=100) is None
+
+
+def test_delete_removes_in_batches_of_a_thousand_and_reports_errors(s3, monkeypatch):
+    store = S3Store(s3)
+    for i in range(3):
+        s3.put_object(Bucket="bkt", Key=f"k{i}", Body=b"x")
+    calls = []
+    real = s3.delete_objects
+    monkeypatch.setattr(s3, "delete_objects", lambda **kw: calls.append(len(kw["Delete"]["Objects"])) or real(**kw))
+    store.delete("bkt", [f"k{i}" for i in range(1001)] + ["k0"])
+    assert calls == [1000, 1] and s3.list_objects_v2(Bucket="bkt").get("KeyCount") == 0
+    monkeypatch.setattr(s3, "delete_objects", lambda **kw: {"Errors": [{"Key": "k7", "Code": "AccessDenied",
+                                                                          "Message": "no"}]})
+    with pytest.raises(RuntimeError, match="deleting s3://bkt/k7 failed: AccessDenied no"):
+        store.delete("bkt", ["k7"])
+
+
+def test_copy_version_copies_that_version_with_its_headers_and_records_it(s3):
+    store = S3Store(s3)
+    old = s3.put_object(Bucket="versioned", Key="o", Body=b"old", ContentType="image/png", CacheControl="no-store",
+                        Metadata={"who": "me"})["VersionId"]
+    s3.put_object(Bucket="versioned", Key="o", Body=b"new")
+    head = store.copy_version("versioned", "o", old, "bkt")
+    assert head["VersionId"] == old
+    copy = s3.get_object(Bucket="bkt", Key="o")
+    assert copy["Body"].read() == b"old" and copy["ContentType"] == "image/png" and copy["CacheControl"] == "no-store"
+    assert copy["Metadata"] == {"who": "me", "source-version-id": old,
+                                "source-etag": s3.head_object(Bucket="versioned", Key="o", VersionId=old)["ETag"].strip('"')}
+    assert store.backed_up_versions("bkt", "o") == {old}
+    assert store.backed_up_versions("bkt", "other") == set()
+    doomed = s3.put_object(Bucket="versioned", Key="o", Body=b"brief")["VersionId"]
+    s3.delete_object(Bucket="versioned", Key="o", VersionId=doomed)  # deleted for good before the copy
+    assert store.copy_version("versioned", "o", doomed, "bkt") is None
+
+
+def test_invalidation_asks_for_each_changed_path_once_url_encoded():
+    sent = []
+
+    class CloudFront:
+        def create_invalidation(self, **request):
+            sent.append(request)
+
+    CdnInvalidator(CloudFront(), "E1").invalidate(["uploads/images/large/caf\u00e9 1.jpg", "uploads/images/large/caf\u00e9 1.jpg",
+                                                   "uploads/images/manifest/a+b.jpg.json"], reference="r1")
+    assert sent == [{"DistributionId": "E1", "InvalidationBatch": {
+        "Paths": {"Quantity": 2, "Items": ["/uploads/images/large/caf%C3%A9%201.jpg",
+                                           "/uploads/images/manifest/a%2Bb.jpg.json"]},
+        "CallerReference": "r1"}}]
