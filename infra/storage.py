@@ -96,14 +96,18 @@ class Storage(pulumi.ComponentResource):
         uploads, processed, backup = (self.buckets[r] for r in ROLES)
         # CORS only for origins a person named (none by default). A browser uploads with a
         # presigned POST and nothing else; S3 answers its preflight from the same rule.
+        # Not retained with its bucket, unlike the other settings: no CORS is the safe state, so
+        # turning it off (corsOrigins [] or browserUploads false) must remove it from the bucket,
+        # not just from the stack, and a destroy that keeps the bucket may strip it.
+        cors = pulumi.ResourceOptions(parent=self)
         if args.cors_origins and args.browser_uploads:
             aws.s3.BucketCorsConfiguration(
-                f"{name}-uploads-cors", bucket=uploads.id, opts=attached["uploads"],
+                f"{name}-uploads-cors", bucket=uploads.id, opts=cors,
                 cors_rules=[{"allowed_methods": ["POST"], "allowed_origins": args.cors_origins,
                              "expose_headers": ["ETag"], "max_age_seconds": 3600}])
         if args.cors_origins:
             aws.s3.BucketCorsConfiguration(
-                f"{name}-processed-cors", bucket=processed.id, opts=attached["processed"],
+                f"{name}-processed-cors", bucket=processed.id, opts=cors,
                 cors_rules=[{"allowed_methods": ["GET", "HEAD"], "allowed_origins": args.cors_origins,
                              "allowed_headers": ["*"], "max_age_seconds": 3600}])
         uploads_versioning = aws.s3.BucketVersioning(

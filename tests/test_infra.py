@@ -908,10 +908,20 @@ def test_the_originals_bucket_is_protected_in_prod():
         assert deployment.protected(bucket), role
         assert bucket.inputs.get("forceDestroy") is not True, role
         # a kept bucket keeps its settings: `destroy --exclude-protected` must not strip it. Its
-        # notification goes, with the topic it notifies.
-        assert [r.name for r in attached_to(deployment, role) if not deployment.retained(r)] == (
-            ["events-uploads-notification"] if role == "uploads" else []), role
+        # notification goes, with the topic it notifies, and its CORS rules go: no CORS is the safe
+        # state, and turning CORS off must take them off the bucket, not only out of the stack.
+        assert sorted(r.name for r in attached_to(deployment, role) if not deployment.retained(r)) == {
+            "uploads": ["events-uploads-notification", "storage-uploads-cors"],
+            "processed": ["storage-processed-cors"], "backup": []}[role], role
     assert not deployment.retained(bucket_resource(deployment, "uploads"))  # an unprotected destroy deletes it
+
+
+def test_turning_cors_off_in_prod_removes_it_from_the_buckets():
+    """The CORS configurations are not retained: when a config change drops them (corsOrigins [] or
+    browserUploads false), `pulumi up` deletes them from the buckets instead of only forgetting them."""
+    with_cors = deploy("prod")
+    assert len(with_cors.of_type(CORS)) == 2 and not any(with_cors.retained(r) for r in with_cors.of_type(CORS))
+    assert [r.name for r in deploy("prod", {"browserUploads": "false"}).of_type(CORS)] == ["storage-processed-cors"]
 
 
 def test_dev_destroys_uploads_and_processed_with_their_contents_and_keeps_the_backup():
