@@ -118,9 +118,9 @@ def _plan(original: Original | None, key: str, previous: dict | None, sequencer:
 
 def stale_variations(manifest: dict, registry: Registry) -> set[str]:
     """The variations the current definitions have that the manifest lacks or lists with another spec."""
-    listed = manifest.get("variations", {})
+    listed = manifest["variations"]
     return {name for name, variation in registry.variations.items()
-            if listed.get(name, {}).get("spec_hash") != registry.spec_hash(variation)}
+            if name not in listed or listed[name]["spec_hash"] != registry.spec_hash(variation)}
 
 
 def derived_keys(path: str, registry: Registry) -> list[str]:

@@ -18,7 +18,7 @@ class LocalDirectory:
         self.root = os.fspath(root)
 
     def put(self, obj: OutputObject) -> str:
-        target = os.path.join(self.root, *obj.key.split("/"))
+        target = os.path.join(self.root, obj.key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         temporary = target + ".partial"
         with open(temporary, "wb") as file:
@@ -173,6 +173,6 @@ class CdnInvalidator:
     def invalidate(self, paths: list[str], reference: str) -> None:
         from urllib.parse import quote
 
-        items = sorted({"/" + quote(p, safe="/") for p in paths})
+        items = sorted({"/" + quote(p) for p in paths})
         self.client.create_invalidation(DistributionId=self.distribution_id, InvalidationBatch={
             "Paths": {"Quantity": len(items), "Items": items}, "CallerReference": reference})
