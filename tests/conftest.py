@@ -38,6 +38,18 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
+def moto_server():
+    """A moto server on 127.0.0.1 at a free port, for what needs real HTTP (a Lambda, a browser)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
 def install_plugin(tmp_path, monkeypatch):
     """Install a plugin module the way pip would: a module plus a dist-info with an entry point."""
     site = tmp_path / "site"

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from aws import BACKUP, PROCESSED, REGION, UPLOADS
 from conftest import ROOT
@@ -40,15 +39,6 @@ def boto3_only(tmp_path_factory):
                         "--no-compile", "--target", str(target), "--constraint", str(ROOT / "requirements/dev.txt"),
                         "boto3"], check=True, capture_output=True)
     return target
-
-
-@pytest.fixture
-def moto_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def elf_machine(data: bytes) -> int:
