@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,9 @@ def autoloading_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-@pytest.fixture
-def moto_server():
-    """A moto server on 127.0.0.1 at a free port, for what needs real HTTP (a Lambda, a browser)."""
+@pytest.fixture(scope="session")
+def moto_server_url():
+    """A moto server on 127.0.0.1 at a free port, started once and stopped after the last test."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
@@ -63,6 +64,14 @@ def moto_server():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture
+def moto_server(moto_server_url):
+    """The moto server's URL, emptied: for what needs real HTTP (a Lambda, a browser)."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server_url}/moto-api/reset", method="POST"),
+                           timeout=30).close()
+    return moto_server_url
 
 
 @pytest.fixture
