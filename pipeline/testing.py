@@ -12,12 +12,13 @@ exactly the modules it is given, never whatever else is installed, so a test's r
 depend on the environment it runs in.
 
 Installing image-pipeline also registers this module as a pytest plugin (entry point
-`image_pipeline` in the `pytest11` group), so its fixture `photo_bytes` needs no import. It
-defines no hooks and no autouse fixtures, and imports neither Pillow nor the rest of the pipeline
-until a helper is called, so being loaded into every pytest run of the environment changes none
-of them. Where plugin autoloading is
-off (PYTEST_DISABLE_PLUGIN_AUTOLOAD), add `pytest_plugins = ["pipeline.testing"]` to the top-level
-conftest.py or run `pytest -p pipeline.testing`.
+`image_pipeline` in the `pytest11` group), so its fixture `photo_bytes` needs no import and no
+conftest.py in a plugin's project. It defines no hooks and no autouse fixtures, and imports
+neither Pillow nor the rest of the pipeline until a helper is called, so being loaded into every
+pytest run of the environment changes none of them (`-p no:image_pipeline` leaves it out). Where
+plugin autoloading is off (PYTEST_DISABLE_PLUGIN_AUTOLOAD), add
+`pytest_plugins = ["pipeline.testing"]` to the top-level conftest.py or run
+`pytest -p pipeline.testing`.
 """
 
 from __future__ import annotations
