@@ -1,4 +1,4 @@
-"""What happened to one record: the value every door (handler, backfill, local stack) reports."""
+"""What happened to one record: the value a handler reports for it."""
 
 from __future__ import annotations
 
