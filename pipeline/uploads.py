@@ -35,10 +35,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline import keys
+from pipeline.caching import ORIGINAL_IMAGE_TYPES as ACCEPTED_CONTENT_TYPES  # what the CDN serves as an image
 from pipeline.config import DEFAULT_MAX_BYTES
 
-ACCEPTED_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/heic", "image/heif",
-                          "image/avif")
 CONTENT_TYPE_OF_EXTENSION = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                              "gif": "image/gif", "heic": "image/heic", "heif": "image/heif", "avif": "image/avif"}
 DEFAULT_EXPIRES_IN = 10 * 60

@@ -483,3 +483,24 @@ def test_a_version_deleted_for_good_before_the_backup_ran_is_gone_not_an_error(s
     created, *_ = stack.deliveries()
     assert [r["outcome"] for r in handlers.backup_handler(created, None)["results"]] == ["gone"]
     assert stack.keys(BACKUP) == []
+
+
+def test_the_backup_reports_each_record_with_its_key_and_what_it_did(stack, capfd):
+    key = "uploads/images/original/a b.jpg"
+    version = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))["VersionId"]
+    (event,) = stack.deliveries()
+    capfd.readouterr()
+    first = handlers.backup_handler(event, None)["results"]
+    logged = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"outcome"' in line]
+    assert first == [{"key": key, "outcome": "processed", "reason": None}]
+    assert logged[0]["bytes_written"] == len(photo(400, 300))
+    again = handlers.backup_handler(event, None)["results"]
+    assert again == [{"key": key, "outcome": "skipped", "reason": f"the backup already holds version {version}"}]
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key, VersionId=version)
+    stack.deliveries()
+    handlers.backup_handler(event, None)  # already backed up: still skipped, the version is not needed
+    backup_versions = stack.s3.list_object_versions(Bucket=BACKUP, Prefix=key)["Versions"]
+    for item in backup_versions:  # start over without the copy, so the vanished version is "gone"
+        stack.s3.delete_object(Bucket=BACKUP, Key=key, VersionId=item["VersionId"])
+    gone = handlers.backup_handler(event, None)["results"]
+    assert gone == [{"key": key, "outcome": "gone", "reason": f"version {version} no longer exists; nothing to copy"}]
