@@ -31,6 +31,11 @@ def add_arguments(parser) -> None:
                                                             "each engine would cost; write nothing")
     how.add_argument("--sample", type=int, metavar="N", help="with --dry-run: read N random manifests, not all")
     how.add_argument("--yes", action="store_true", help="batch: confirm the job without asking")
+    how.add_argument("--no-plan", action="store_true", help="batch: read no manifest here; S3's manifest generator "
+                                                            "lists the originals and the function skips what is current")
+    how.add_argument("--backfill-function", metavar="ARN", help="batch: the backfill function (default: the stack's)")
+    how.add_argument("--batch-role", metavar="ARN", help="batch: the role the job runs as (default: the stack's)")
+    how.add_argument("--jobs-bucket", metavar="BUCKET", help="batch: job manifests and reports (default: the stack's)")
     how.add_argument("--resume", metavar="JOB_ID", help="batch: follow a job already created")
     how.add_argument("--retry-from", metavar="REPORT", help="batch: a new job of the failed tasks of a completion "
                                                            "report (s3://bucket/key of its manifest.json, or a file)")

@@ -36,6 +36,10 @@ LAMBDA_IO_SECONDS = 0.15
 # A JPEG from a phone camera holds about 0.25 MB per megapixel (12 MP: ~3 MB). Used only for an
 # original whose manifest does not record its size in pixels.
 BYTES_PER_MEGAPIXEL = 250_000
+# Where the batch engine has not measured (it plans no render): a 12 MP phone photo, and this
+# time per megapixel of rendering one variation of it on one core (benchmarks/backfill.py).
+TYPICAL_MEGAPIXELS = 12.0
+SECONDS_PER_MEGAPIXEL = 0.02
 # Lambda bills duration in 1 ms steps; a 1769 MB function has one full vCPU, like the one core
 # this machine's time per megapixel is measured on (arm64 Graviton and this CPU differ: the
 # figure is an estimate, not a quote).
