@@ -18,6 +18,16 @@ outputs = {
     "resizeFunction": stack.functions.functions["resize"].name,
     "backupFunction": stack.functions.functions["backup"].name,
     "urlPatterns": stack.url_patterns,
+    # what `image-pipeline backfill --stack NAME` reads
+    "distributionId": stack.cdn.distribution.id,
+    "pipelineConfig": settings.pipeline.to_json(),
+    "architecture": settings.architecture,
+    "backfillFunction": stack.backfill.function.name,
+    "backfillFunctionArn": stack.backfill.function.arn,
+    "backfillRoleArn": stack.backfill.job_role.arn,
+    "backfillBucket": stack.backfill.bucket.bucket,
+    "backfillMemoryMb": settings.resize_memory_mb,
+    "backfillConcurrency": settings.backfill_concurrency,
 }
 for name, value in outputs.items():
     pulumi.export(name, value)

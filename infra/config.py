@@ -37,6 +37,8 @@ class StackSettings:
     certificate_arn: str | None
     alarm_email: str | None
     pipeline: PipelineConfig
+    backfill_concurrency: int = 10
+    backfill_report_days: int = 30
 
 
 def read_settings() -> StackSettings:
@@ -68,8 +70,11 @@ def read_settings() -> StackSettings:
         certificate_arn=config.get("certificateArn") or None,
         alarm_email=config.get("alarmEmail") or None,
         pipeline=pipeline_config,
+        backfill_concurrency=config.require_int("backfillConcurrency"),
+        backfill_report_days=config.require_int("backfillReportDays"),
     )
     _check(settings)
+    _check_backfill(settings)
     return settings
 
 
@@ -94,3 +99,10 @@ def _check(settings: StackSettings) -> None:
                       ("tombstoneDays", settings.tombstone_days)):
         if days < 1:
             raise ConfigError(f"stack config '{key}' must be at least 1 (days), not {days}")
+
+
+def _check_backfill(settings: StackSettings) -> None:
+    if settings.backfill_concurrency < 1:
+        raise ConfigError("stack config 'backfillConcurrency' must be at least 1 (concurrent backfill functions)")
+    if settings.backfill_report_days < 1:
+        raise ConfigError(f"stack config 'backfillReportDays' must be at least 1 (days), not {settings.backfill_report_days}")

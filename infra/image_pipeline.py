@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.backfill import Backfill, BackfillArgs
 from infra.cdn import Cdn, CdnArgs
 from infra.config import StackSettings
 from infra.events import Events, EventsArgs
@@ -41,6 +42,8 @@ class ImagePipeline(pulumi.ComponentResource):
         self.functions = Functions("functions", FunctionsArgs(
             settings, self.storage.buckets, self.events.topic, self.cdn.distribution), child)
         self.storage.allow_cdn_reads(self.cdn.distribution.arn)
+        self.backfill = Backfill("backfill", BackfillArgs(settings, self.storage.buckets, self.functions, account_id),
+                                 child)
         self.url_patterns = self.cdn.domain_name.apply(lambda domain: url_patterns(domain, settings))
         self.register_outputs({"cdn_domain": self.cdn.domain_name, "url_patterns": self.url_patterns})
 

@@ -178,3 +178,36 @@ RULES = (
     Rule("backup-has-object-lock", "The backup bucket needs object lock with a default retention.",
          backup_has_object_lock),
 )
+
+
+def batch_job_roles_are_scoped(resources: list[Resource]) -> list[str]:
+    """A role S3 Batch Operations may take runs jobs over whole buckets: it may invoke only named
+    functions (no wildcard) and never write into a bucket that triggers functions."""
+    violations = []
+    triggering = [b.props.get("bucket") for b in _of(resources, BUCKET)
+                  if any(n.refers_to("bucket", b) for n in _of(resources, NOTIFICATION))]
+    for role in _of(resources, ROLE):
+        trust = _statements(role.props.get("assumeRolePolicy")) or []
+        if not any("batchoperations.s3.amazonaws.com" in _strings(s.get("Principal")) for s in trust):
+            continue
+        statements = [s for p in _of(resources, ROLE_POLICY) if p.refers_to("role", role)
+                      for s in _statements(p.props.get("policy")) or []]
+        for statement in statements:
+            if statement.get("Effect") != "Allow":
+                continue
+            actions = _list(statement.get("Action"))
+            if any(a in ("*", "lambda:*", "lambda:Invoke*", "lambda:InvokeFunction") for a in actions):
+                wild = [r for r in _list(statement.get("Resource")) if r == "*" or r.endswith(":function:*")]
+                if wild:
+                    violations.append(f"batch job role {role.name} may invoke any function ({wild[0]})")
+        for name in filter(None, triggering):
+            for action in WRITE_ACTIONS:
+                if _allows(statements, action, f"arn:aws:s3:::{name}/uploads/images/original/x"):
+                    violations.append(f"batch job role {role.name} may {action} into {name}, which triggers functions")
+    return violations
+
+
+RULES = RULES + (
+    Rule("batch-job-roles-are-scoped", "A role S3 Batch Operations takes invokes named functions only and never "
+         "writes into a bucket that triggers functions.", batch_job_roles_are_scoped),
+)
