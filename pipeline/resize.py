@@ -1,7 +1,7 @@
 """The one function that brings an original's processed objects to the original's current state.
 
 Every door uses it: the resize function for each S3 event, `process` (through the same
-outputs), and later the backfill and the local stack. It decides and does the minimum: nothing
+outputs), the backfill (pipeline/backfill) and later the local stack. It decides and does the minimum: nothing
 when the manifest already describes the current version under the current definitions, only
 the missing or stale variations when the source bytes are unchanged, everything otherwise, and a
 tombstone when the original is gone.

@@ -143,8 +143,9 @@ def describe(result: dict, estimates, jobs: int, concurrency: int) -> list[str]:
     lines.append("")
     lines.append("estimated cost (pipeline/backfill/pricing.py: list prices, us-east-1):")
     for estimate in estimates:
-        when = (f"about {estimate.seconds / 60:.1f} min with {jobs} workers" if estimate.engine == "local"
-                else f"about {estimate.seconds / 60:.1f} min at {concurrency} concurrent functions")
+        took = f"{estimate.seconds:.0f} s" if estimate.seconds < 90 else f"{estimate.seconds / 60:,.0f} min"
+        when = (f"about {took} with {jobs} workers" if estimate.engine == "local"
+                else f"about {took} at {concurrency} concurrent functions")
         lines.append(f"  --engine {estimate.engine}: ${estimate.total:,.4f}, {when}")
         for line in estimate.lines:
             lines.append(f"    {line.what:<46}{line.quantity:>16}  ${line.dollars:,.4f}")
