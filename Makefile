@@ -33,6 +33,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/bench.txt
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/backfill.py
 
 # The same benchmark with our process on Pillow-SIMD instead of Pillow. It is built from source
 # (no wheels exist): it needs a C compiler and the libjpeg-turbo and zlib headers.

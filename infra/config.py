@@ -44,6 +44,8 @@ class StackSettings:
     originals: str = "public"
     originals_public_key: str | None = None
     require_human_settings: bool = False
+    backfill_concurrency: int = 10
+    backfill_report_days: int = 30
 
 
 def read_settings() -> StackSettings:
@@ -80,8 +82,11 @@ def read_settings() -> StackSettings:
         originals=config.require("originals"),
         originals_public_key=config.get("originalsPublicKey") or None,
         require_human_settings=config.require_bool("requireHumanSettings"),
+        backfill_concurrency=config.require_int("backfillConcurrency"),
+        backfill_report_days=config.require_int("backfillReportDays"),
     )
     _check(settings)
+    _check_backfill(settings)
     _stop_without_missing_settings(settings)
     return settings
 
@@ -157,3 +162,10 @@ def _stop_without_missing_settings(settings: StackSettings) -> None:
         raise ConfigError(f"stack {pulumi.get_stack()!r} is missing settings only a person can know; "
                           "set each, then run pulumi up again:\n"
                           + "\n".join(f"  {key}: {why}" for key, why in missing.items()))
+
+
+def _check_backfill(settings: StackSettings) -> None:
+    if settings.backfill_concurrency < 1:
+        raise ConfigError("stack config 'backfillConcurrency' must be at least 1 (concurrent backfill functions)")
+    if settings.backfill_report_days < 1:
+        raise ConfigError(f"stack config 'backfillReportDays' must be at least 1 (days), not {settings.backfill_report_days}")

@@ -1,8 +1,10 @@
-"""`python -m pipeline`: process local files, list plugins, sign a browser's upload.
+"""`python -m pipeline` (or `image-pipeline`): process local files, list plugins, sign a browser's
+upload, backfill.
 
     python -m pipeline process FILE... --out DIR [--config FILE] [--quiet]
     python -m pipeline plugins [--config FILE]
     python -m pipeline sign PATH [--bucket B] [--prefix-only] [--content-type T] [--expires S] [--json] [--config FILE]
+    python -m pipeline backfill [--stack NAME | --uploads-bucket B --processed-bucket B] [--dry-run] ...
 """
 
 from __future__ import annotations
@@ -56,7 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     sign.add_argument("--json", action="store_true", help="print one JSON object: url, fields, key, ...")
     sign.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML): its max_bytes")
 
+    backfill = commands.add_parser(
+        "backfill", help="re-render what is missing or stale in the stored images (after adding or changing a "
+                         "variation)", formatter_class=_HelpFormatter,
+        description="Re-render exactly the variations that are missing or stale (their spec hash changed) in "
+                    "the stored images. Exit status: 0 all done, 1 some failed, 2 usage or configuration error, "
+                    "130 interrupted (run it again to continue).")
+    from pipeline.backfill.arguments import add_arguments
+
+    add_arguments(backfill)
+
     args = parser.parse_args(argv)
+    if args.command == "backfill":
+        from pipeline.backfill.command import main as backfill_main
+
+        return backfill_main(args)
     try:
         config = PipelineConfig.from_file(args.config) if args.config else PipelineConfig.from_env()
         if args.command == "sign":

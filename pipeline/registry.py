@@ -59,6 +59,8 @@ class Registry:
     encoders: dict[str, Encoder] = field(default_factory=dict)
     postprocessors: dict[str, PostProcessor] = field(default_factory=dict)
     owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    # A variation with its own `quality` option: its main encoder at that quality (see Encoder.with_quality).
+    main_encoders: dict[str, Encoder] = field(default_factory=dict)
 
     def owner(self, kind: str, name: str) -> str:
         return self.owners[(kind, name)]
@@ -66,7 +68,8 @@ class Registry:
     def renditions(self, variation: Variation) -> list[Encoder]:
         """The encoders of a variation's files: its own format first, then the `alongside` ones."""
         main = self.encoders[variation.format]
-        return [main] + [e for e in self.encoders.values() if e.alongside and e is not main]
+        alongside = [e for e in self.encoders.values() if e.alongside and e is not main]
+        return [self.main_encoders.get(variation.name, main)] + alongside
 
     def postprocessors_for(self, variation: Variation) -> list[PostProcessor]:
         return [p for p in self.postprocessors.values() if p.applies_to(variation)]
@@ -204,6 +207,16 @@ def _check_references(registry: Registry) -> None:
                 f"variation {variation.name!r} of plugin {plugin!r} uses format {variation.format!r}, "
                 f"which no enabled plugin registers (known: {', '.join(registry.encoders) or 'none'})"
             )
+        quality = variation.options.get("quality")
+        if quality is not None:
+            encoder = registry.encoders[variation.format]
+            if encoder.with_quality is None:
+                raise PluginError(f"variation {variation.name!r} of plugin {plugin!r} asks for quality {quality}, "
+                                  f"but encoder {encoder.format!r} has no with_quality")
+            try:
+                registry.main_encoders[variation.name] = encoder.with_quality(quality)
+            except PluginError as error:
+                raise PluginError(f"variation {variation.name!r}: {error}") from None
 
 
 def third_party_entry_points() -> list:

@@ -174,5 +174,17 @@ class CdnInvalidator:
         from urllib.parse import quote
 
         items = sorted({"/" + quote(p) for p in paths})
+        self._create(items, reference)
+
+    def invalidate_folders(self, folders: list[str], reference: str) -> list[str]:
+        """One wildcard path per folder (`uploads/images/medium/` -> `/uploads/images/medium/*`),
+        in one request: CloudFront bills a wildcard as one path, whatever it matches. Returns the paths."""
+        from urllib.parse import quote
+
+        items = sorted({"/" + quote(f.rstrip("/"), safe="/") + "/*" for f in folders})
+        self._create(items, reference)
+        return items
+
+    def _create(self, items: list[str], reference: str) -> None:
         self.client.create_invalidation(DistributionId=self.distribution_id, InvalidationBatch={
             "Paths": {"Quantity": len(items), "Items": items}, "CallerReference": reference})
