@@ -64,8 +64,8 @@ def flags(uploads=UPLOADS, processed=PROCESSED, *extra):
 
 
 def with_plugin(plugin_path, config: dict | None = None, tmp=None) -> dict:
-    env = {"PYTHONPATH": plugin_path, "PIPELINE_CONFIG": json.dumps(config or {})}
-    return env
+    # The test asks for its plugin, so installed plugins load here (conftest turns that off).
+    return {"PYTHONPATH": plugin_path, "PIPELINE_CONFIG": json.dumps(config or {}), "PIPELINE_DISABLE_PLUGIN_AUTOLOAD": ""}
 
 
 def changed(before, after) -> dict[str, set[str]]:
