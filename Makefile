@@ -1,5 +1,9 @@
 # `make test` and `make demo` work on a fresh machine: each builds .venv from the pinned
 # requirements when they changed (or when .venv is missing), and is safe to run again.
+# The project itself is installed into .venv editable, without dependencies (the pinned ones are
+# already there) and with the pinned setuptools of requirements/dev.txt as build backend: so
+# `.venv/bin/image-pipeline`, `.venv/bin/python -m pipeline` and the pytest fixtures of
+# pipeline.testing work from any folder.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,13 +13,16 @@ SIMD_VENV := .cache/pillow-simd-venv
 
 .PHONY: test demo bench bench-simd clean mutation interleavings
 
-$(STAMP): requirements/dev.txt requirements/lambda.txt
+$(STAMP): requirements/dev.txt requirements/lambda.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
 
+# The project's suite, then the example plugin's own tests run from its folder, as its author would.
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	cd examples/og-image && $(CURDIR)/$(BIN)/python -m pytest
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
@@ -26,6 +33,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/bench.txt
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/backfill.py
 
 # The same benchmark with our process on Pillow-SIMD instead of Pillow. It is built from source
 # (no wheels exist): it needs a C compiler and the libjpeg-turbo and zlib headers.

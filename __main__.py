@@ -23,6 +23,16 @@ outputs = {
     "uploaderPolicyArn": stack.uploader.policy.arn,
     "uploadPrefix": ORIGINAL_PREFIX,
     "uploadMaxBytes": settings.pipeline.max_bytes,
+    # what `image-pipeline backfill --stack NAME` reads
+    "distributionId": stack.cdn.distribution.id,
+    "pipelineConfig": settings.pipeline.to_json(),
+    "architecture": settings.architecture,
+    "backfillFunction": stack.backfill.function.name,
+    "backfillFunctionArn": stack.backfill.function.arn,
+    "backfillRoleArn": stack.backfill.job_role.arn,
+    "backfillBucket": stack.backfill.bucket.bucket,
+    "backfillMemoryMb": settings.resize_memory_mb,
+    "backfillConcurrency": settings.backfill_concurrency,
 }
 if stack.uploader.role:
     outputs["uploaderRoleArn"] = stack.uploader.role.arn

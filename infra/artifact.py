@@ -4,7 +4,8 @@
 
 The layer holds exactly requirements/lambda.txt (never boto3: the runtime has it), installed by
 asking pip for manylinux wheels of the target platform. It is cached under .cache/artifacts by the
-hash of the pinned requirements, the architecture and the Python version. A missing wheel fails
+hash of requirements/lambda.txt and the bytes of every local wheel or folder it names (a plugin
+wheel rebuilt under the same name is a new layer), the architecture and the Python version. A missing wheel fails
 the build, naming the package. Zips are deterministic (sorted, fixed timestamps), so an unchanged
 build is an unchanged deployment.
 
@@ -18,12 +19,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "artifacts"
@@ -35,6 +38,7 @@ PYTHONS = ("3.12", "3.13")
 ZIPPED_LIMIT = 50 * 1000 * 1000
 UNZIPPED_LIMIT = 250 * 1000 * 1000
 LAYOUT_VERSION = "2"  # bump when the layer's layout changes, to invalidate caches
+LOCAL_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -108,9 +112,71 @@ def find_interpreter(python_version: str, elsewhere: tuple[str, ...] = ()) -> st
 
 
 def requirements_hash(architecture: str, python_version: str) -> str:
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes())
+    """The layer's cache key: the bytes of requirements/lambda.txt and of every file the layer is
+    built from that it names (a nested -r/-c file; a local wheel, archive or folder, plain, `-e`,
+    `file:` or `name @ file:`), with the target. A wheel rebuilt under the same name is a new key."""
+    digest = hashlib.sha256()
+    for path in layer_inputs(REQUIREMENTS):
+        digest.update(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
     digest.update(f"{architecture}/{python_version}/{LAYOUT_VERSION}".encode())
     return digest.hexdigest()[:16]
+
+
+def layer_inputs(requirements: Path) -> list[Path]:
+    """The requirements file and every local file it names, folders walked, in a stable order.
+
+    pip reads a nested -r/-c file relative to the file naming it, and a local requirement relative
+    to its working folder, which _build_layer sets to the repository's root."""
+    files = [requirements]
+    for line in _logical_lines(requirements.read_text()):
+        option, _, value = line.partition(" ") if line.startswith("-") else ("", "", line)
+        if "=" in option and option.startswith("--"):  # --requirement=other.txt
+            option, value = option.split("=", 1)
+        value = value.strip()
+        if option in ("-r", "--requirement", "-c", "--constraint"):
+            files += layer_inputs((requirements.parent / value).resolve())
+            continue
+        if option not in ("", "-e", "--editable"):
+            continue  # --index-url, --only-binary, ...: already in the file's own bytes
+        local = _local_path(value)
+        if local is None:
+            continue
+        if not local.exists():
+            raise BuildError(f"{requirements.name} names {value}, which does not exist ({local})")
+        files += sorted(p for p in local.rglob("*") if p.is_file() and not _ignored(p)) if local.is_dir() else [local]
+    return files
+
+
+def _logical_lines(text: str) -> list[str]:
+    """pip's view of a requirements file: continuations joined, comments and blank lines dropped."""
+    lines = re.sub(r"\\\n", "", text).splitlines()
+    return [line for line in (re.sub(r"(^|\s)#.*$", "", raw).strip() for raw in lines) if line]
+
+
+def _local_path(requirement: str) -> Path | None:
+    """The local file or folder a requirement names, or None for one PyPI resolves."""
+    requirement = re.split(r"\s+-", requirement, maxsplit=1)[0]  # per-requirement options (--hash=...)
+    requirement = requirement.split(";", 1)[0].strip()  # environment markers
+    if " @ " in requirement:
+        requirement = requirement.split(" @ ", 1)[1].strip()
+    requirement = requirement.split("#", 1)[0]  # a URL's #egg=... fragment
+    if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", requirement) and not requirement.startswith("file:"):
+        return None  # https://, git+https://, ...: remote, pinned by its own text
+    if requirement.startswith("file:"):
+        location = unquote(urlparse(requirement).path)
+        if not requirement.startswith("file://"):  # file:./wheels/x.whl, file:../x
+            location = requirement[len("file:"):]
+    elif requirement.startswith((".", "/", "~")) or os.sep in requirement or requirement.endswith(LOCAL_SUFFIXES):
+        location = requirement
+    else:
+        return None
+    path = Path(location).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+def _ignored(path: Path) -> bool:
+    return any(part in ("__pycache__", ".git") for part in path.parts) or path.suffix == ".pyc"
 
 
 def _build_layer(layer_zip: Path, architecture: str, python_version: str, compiler: str | None) -> None:
@@ -126,7 +192,8 @@ def _build_layer(layer_zip: Path, architecture: str, python_version: str, compil
         "--implementation", "cp", "--python-version", python_version, "--only-binary=:all:",
         "--no-compile",  # this interpreter's bytecode would be dead weight: the target's is compiled below
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    # Local requirements (./wheels/x.whl) are relative to the repository's root, as layer_inputs reads them.
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise BuildError(
             f"pip found no wheels for Lambda {architecture} / Python {python_version} for every pinned "

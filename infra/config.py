@@ -68,11 +68,14 @@ class StackSettings:
     originals: str = "public"
     originals_public_key: str | None = None
     require_human_settings: bool = False
-    # Data lifecycle (README, "Tear down"): protect the buckets from `pulumi destroy`, and who may
+    # Data lifecycle (README, Deploy): protect the buckets from `pulumi destroy`, and who may
     # change the backup bucket's settings and policy.
     protect_data: bool = True
     deployer_arn: str | None = None
     account_concurrency_limit: int | None = None  # None: not stated
+    # The backfill (README, "Backfill"): its function's reserved concurrency, how long job files stay.
+    backfill_concurrency: int = 10
+    backfill_report_days: int = 30
 
 
 def read_settings() -> StackSettings:
@@ -112,6 +115,8 @@ def read_settings() -> StackSettings:
         protect_data=config.require_bool("protectData"),
         deployer_arn=config.get("deployerArn") or None,
         account_concurrency_limit=config.get_int("accountConcurrencyLimit") or None,
+        backfill_concurrency=config.require_int("backfillConcurrency"),
+        backfill_report_days=config.require_int("backfillReportDays"),
     )
     _check(settings)
     _stop_without_missing_settings(settings)
@@ -148,6 +153,7 @@ def _check(settings: StackSettings) -> None:
     if settings.reserved_concurrency < -1:
         raise ConfigError(f"stack config 'reservedConcurrency' must be -1 (no reservation) or at least 0, "
                           f"not {settings.reserved_concurrency}")
+    _within("backfillConcurrency", settings.backfill_concurrency, 1, unit=" (concurrent backfill functions)")
     if bool(settings.domain_name) != bool(settings.certificate_arn):
         raise ConfigError("stack config 'domainName' and 'certificateArn' go together (an ACM certificate "
                           "in us-east-1 for that domain)")
@@ -161,7 +167,8 @@ def _check(settings: StackSettings) -> None:
     for key, days in (("uploadsNoncurrentVersionDays", settings.uploads_noncurrent_version_days),
                       ("tombstoneDays", settings.tombstone_days),
                       ("backupRetentionDays", settings.backup_retention_days),
-                      ("backupTransitionDays", settings.backup_transition_days)):
+                      ("backupTransitionDays", settings.backup_transition_days),
+                      ("backfillReportDays", settings.backfill_report_days)):
         if days < 1:
             raise ConfigError(f"stack config '{key}' must be at least 1 (days), not {days}")
     if settings.account_concurrency_limit is not None and settings.account_concurrency_limit < 0:

@@ -39,6 +39,7 @@ class Functions(pulumi.ComponentResource):
             f"{name}-dependencies", layer_name=f"{pulumi.get_project()}-{pulumi.get_stack()}-dependencies",
             code=pulumi.FileArchive(str(artifact.layer_zip)), compatible_runtimes=[runtime],
             compatible_architectures=[settings.architecture], opts=child)
+        self.artifact, self.layer, self.runtime = artifact, layer, runtime  # the backfill function shares them
         self.dead_letters = aws.sqs.Queue(
             f"{name}-dead-letters", message_retention_seconds=DEAD_LETTER_RETENTION_S,
             sqs_managed_sse_enabled=True, opts=child)

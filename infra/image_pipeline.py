@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.backfill import Backfill, BackfillArgs
 from infra.cdn import Cdn, CdnArgs
 from infra.config import StackSettings
 from infra.events import Events, EventsArgs
@@ -47,6 +48,8 @@ class ImagePipeline(pulumi.ComponentResource):
         self.storage.allow_cdn_reads(self.cdn.distribution.arn, originals=settings.originals != "private")
         self.uploader = Uploader("uploader", UploaderArgs(self.storage.buckets["uploads"],
                                                           settings.uploader_role_trust), child)
+        self.backfill = Backfill("backfill", BackfillArgs(settings, self.storage.buckets, self.functions, account_id),
+                                 child)
         self.url_patterns = self.cdn.domain_name.apply(lambda domain: url_patterns(domain, settings))
         self.register_outputs({"cdn_domain": self.cdn.domain_name, "url_patterns": self.url_patterns})
 

@@ -180,6 +180,56 @@ def tls_only_bucket_policy(bucket: str) -> dict[str, Any]:
     return document(deny_insecure_transport(bucket))
 
 
+# The backfill: a function S3 Batch Operations invokes, and the role a job runs as.
+BACKFILL_MANIFESTS = "backfill/manifests/*"
+BACKFILL_REPORTS = "backfill/reports/*"
+
+
+def assume_role_by_batch_operations(account_id: str) -> dict[str, Any]:
+    """Only S3 Batch Operations, for jobs of this account, may take the job role."""
+    return document({"Effect": "Allow", "Principal": {"Service": "batchoperations.s3.amazonaws.com"},
+                     "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}})
+
+
+def backfill_s3_policy(uploads: str, processed: str) -> dict[str, Any]:
+    """What the resize function may do to S3, and nothing of the CDN: the command invalidates
+    one wildcard per variation at the end of a job."""
+    return document(
+        {"Sid": "ReadOriginals", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"{bucket_arn(uploads)}/{ORIGINALS}"},
+        {"Sid": "WriteVariations", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"],
+         "Resource": f"{bucket_arn(processed)}/{IMAGES}"},
+        {"Sid": "TellMissingFromForbidden", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": [bucket_arn(uploads), bucket_arn(processed)]},
+        _deny_writes_to(uploads),
+    )
+
+
+def batch_job_policy(function_arn: str, jobs_bucket: str, uploads: str) -> dict[str, Any]:
+    """A backfill job: invoke the backfill function and no other, read its manifest, write its
+    report; list the originals when S3 generates the manifest (and write that manifest)."""
+    return document(
+        {"Sid": "InvokeTheBackfillFunction", "Effect": "Allow", "Action": "lambda:InvokeFunction",
+         "Resource": [function_arn, f"{function_arn}:*"]},
+        {"Sid": "ReadJobManifests", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+         "Resource": f"{bucket_arn(jobs_bucket)}/{BACKFILL_MANIFESTS}"},
+        {"Sid": "WriteReportsAndGeneratedManifests", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": [f"{bucket_arn(jobs_bucket)}/{BACKFILL_REPORTS}", f"{bucket_arn(jobs_bucket)}/{BACKFILL_MANIFESTS}"]},
+        {"Sid": "KnowTheJobsBucket", "Effect": "Allow", "Action": "s3:GetBucketLocation",
+         "Resource": bucket_arn(jobs_bucket)},
+        {"Sid": "ListOriginalsForTheManifestGenerator", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": bucket_arn(uploads), "Condition": {"StringLike": {"s3:prefix": [ORIGINALS]}}},
+        _deny_writes_to(uploads),
+    )
+
+
+def logs_policy(log_group_arn: str) -> dict[str, Any]:
+    """Write its own logs (a function invoked synchronously, with no dead-letter queue)."""
+    return document({"Sid": "OwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                     "Resource": f"{log_group_arn}:*"})
+
+
 # --- Evaluation -------------------------------------------------------------------------------
 # Enough of IAM's policy logic to judge our own documents: Allow/Deny with an explicit Deny
 # winning, Action/NotAction (case-insensitive, * and ? wildcards), Resource/NotResource,

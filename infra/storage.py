@@ -9,7 +9,8 @@ deleting or unlocking a backup to every principal and changing the bucket's sett
 every principal but the deployer.
 
 What `pulumi destroy` does to each bucket and to what is attached to it is `lifecycle(role,
-protect_data)`; the README's "Tear down" section says the same in words.
+protect_data)`, the backfill's jobs bucket (infra/backfill.py) included; the README's Deploy
+section says the same in words.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from infra import policies
 from pipeline.caching import TOMBSTONE_TAG
 
 ROLES = ("uploads", "processed", "backup")
+JOBS = "backfill"  # the backfill's bucket of job manifests and reports (infra/backfill.py), not made here
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,14 @@ def lifecycle(role: str, protect_data: bool) -> Lifecycle:
     the originals, at a cost, so they share the originals' protection. While `protect_data` holds no
     bucket can be deleted, and a kept bucket keeps its settings; without it uploads and processed
     are emptied and deleted. The backup bucket always outlives the stack, settings and all: object
-    lock forbids emptying it before its retention ends anyway."""
+    lock forbids emptying it before its retention ends anyway. The backfill's jobs bucket holds no
+    data, whatever `protect_data` says: job manifests are listed again from the originals for free,
+    completion reports only describe a past job and expire after `backfillReportDays` anyway, so
+    every `destroy` (prod's `--exclude-protected` too) empties and deletes it, settings and all."""
     if role == "backup":
         return Lifecycle(protect=protect_data, retain=True, force_destroy=False, retain_settings=True)
+    if role == JOBS:
+        return Lifecycle(protect=False, retain=False, force_destroy=True, retain_settings=False)
     return Lifecycle(protect=protect_data, retain=False, force_destroy=not protect_data,
                      retain_settings=protect_data)
 

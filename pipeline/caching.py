@@ -17,7 +17,7 @@ VARIATION_CACHE = "public, max-age=120"
 # The manifest is what an app polls until "ready"; a minute at the edge and a minute in a browser.
 MANIFEST_CACHE = "public, max-age=60"
 # The environment variable that names the CloudFront distribution whose changed paths the resize
-# function invalidates; without it (tests, `process`, the local stack) nothing is invalidated.
+# function invalidates; without it (tests, `process`) nothing is invalidated.
 DISTRIBUTION_ENV = "CDN_DISTRIBUTION_ID"
 # A removed original leaves a tombstone manifest (status "deleted") tagged with this, so that a
 # late event can never bring its variations back; the processed bucket's lifecycle rule expires

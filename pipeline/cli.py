@@ -1,7 +1,10 @@
-"""`python -m pipeline`: process local files, list plugins.
+"""`python -m pipeline` (or `image-pipeline`): process local files, list plugins, sign a browser's
+upload, backfill.
 
     python -m pipeline process FILE... --out DIR [--config FILE] [--quiet]
     python -m pipeline plugins [--config FILE]
+    python -m pipeline sign PATH [--bucket B] [--prefix-only] [--content-type T] [--expires S] [--json] [--config FILE]
+    python -m pipeline backfill [--stack NAME | --uploads-bucket B --processed-bucket B] [--dry-run] ...
 """
 
 from __future__ import annotations
@@ -43,9 +46,37 @@ def main(argv: list[str] | None = None) -> int:
                                   formatter_class=_HelpFormatter)
     plugins.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML)")
 
+    sign = commands.add_parser("sign", help="print a presigned POST a browser uploads one original with",
+                               formatter_class=_HelpFormatter)
+    sign.add_argument("path", metavar="PATH", help="the original's path: its key is uploads/images/original/PATH")
+    sign.add_argument("--bucket", help="the uploads bucket (default: $UPLOADS_BUCKET)")
+    sign.add_argument("--prefix-only", action="store_true",
+                      help="allow any key under uploads/images/original/PATH/ (the browser's file name by default)")
+    sign.add_argument("--content-type", metavar="TYPE",
+                      help="the one content type allowed (default: from PATH's extension)")
+    sign.add_argument("--expires", type=int, default=600, metavar="S", help="seconds it is valid (600; at most 3600)")
+    sign.add_argument("--json", action="store_true", help="print one JSON object: url, fields, key, ...")
+    sign.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML): its max_bytes")
+
+    backfill = commands.add_parser(
+        "backfill", help="re-render what is missing or stale in the stored images (after adding or changing a "
+                         "variation)", formatter_class=_HelpFormatter,
+        description="Re-render exactly the variations that are missing or stale (their spec hash changed) in "
+                    "the stored images. Exit status: 0 all done, 1 some failed, 2 usage or configuration error, "
+                    "130 interrupted (run it again to continue).")
+    from pipeline.backfill.arguments import add_arguments
+
+    add_arguments(backfill)
+
     args = parser.parse_args(argv)
+    if args.command == "backfill":
+        from pipeline.backfill.command import main as backfill_main
+
+        return backfill_main(args)
     try:
         config = PipelineConfig.from_file(args.config) if args.config else PipelineConfig.from_env()
+        if args.command == "sign":
+            return sign_upload(args, config)
         from pipeline.registry import load_registry
 
         registry = load_registry(config)
@@ -122,6 +153,35 @@ def print_table(file: str, outputs, seconds: float) -> None:
             size = f"{rendered.width}x{rendered.height}"
             ms = f"{rendered.seconds * 1000:.0f}" if name else ""
             print(f"  {name:<16}{size:>11}{len(file_.data):>11,}{ms:>7}  {key}")
+
+
+def sign_upload(args, config: PipelineConfig) -> int:
+    import json
+
+    from botocore.exceptions import BotoCoreError
+
+    from pipeline import uploads
+
+    bucket = args.bucket or os.environ.get("UPLOADS_BUCKET")
+    if not bucket:
+        print("error: no bucket: give --bucket or set UPLOADS_BUCKET", file=sys.stderr)
+        return 2
+    try:
+        upload = uploads.presigned_upload(uploads.signing_client(), bucket, args.path,
+                                          content_type=args.content_type, prefix_only=args.prefix_only,
+                                          max_bytes=config.max_bytes, expires_in=args.expires)
+    except (uploads.UploadError, BotoCoreError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(upload.to_dict(), indent=2))
+        return 0
+    print(f"POST {upload.url}")
+    print(f"key {upload.key}, {upload.content_type}, 1 to {upload.max_bytes:,} bytes, until {upload.expires_at}")
+    print("fields (in this order, then the file as `file`):")
+    for name, value in upload.fields.items():
+        print(f"  {name}: {value}")
+    return 0
 
 
 def list_plugins(registry) -> int:

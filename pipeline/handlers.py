@@ -3,6 +3,8 @@
     pipeline.handlers.resize_handler   UPLOADS_BUCKET, PROCESSED_BUCKET, PIPELINE_CONFIG,
                                        CDN_DISTRIBUTION_ID (optional: invalidate what changed)
     pipeline.handlers.backup_handler   UPLOADS_BUCKET, BACKUP_BUCKET
+    pipeline.handlers.backfill_handler UPLOADS_BUCKET, PROCESSED_BUCKET, PIPELINE_CONFIG: one S3 Batch
+                                       Operations task (invocation schema 2.0) of `image-pipeline backfill`
 
 Only records for UPLOADS_BUCKET under the originals prefix are acted on; anything else (a forged
 record naming another bucket, a key outside the prefix) is logged and dropped.
@@ -167,3 +169,35 @@ def backup_handler(event: dict, context: object = None) -> dict:
         return Outcome(change.key, "skipped", "backups are never deleted")
 
     return _run(event, "backup", work)
+
+
+@metrics.log_metrics
+def backfill_handler(event: dict, context: object = None) -> dict:
+    """One S3 Batch Operations task (schema 2.0; the selection in the job's UserArguments) in,
+    exactly one result out: Succeeded with what was done ("rendered:medium,og", "up-to-date"),
+    PermanentFailure for an unusable original, TemporaryFailure for throttling, timeouts and 5xx
+    (S3 redrives those)."""
+    from aws_lambda_powertools.utilities.data_classes import (S3BatchOperationEvent, S3BatchOperationResponse,
+                                                              S3BatchOperationResponseRecord)
+
+    from pipeline.backfill.core import run_task
+    from pipeline.storage import S3Store
+
+    batch = S3BatchOperationEvent(event)
+    task = batch.task  # schema 2.0 sends one task per invocation; the key arrives URL-encoded
+    started = time.perf_counter()
+    code, message, result = run_task(S3Store(s3_client()), os.environ["UPLOADS_BUCKET"],
+                                     os.environ["PROCESSED_BUCKET"], _registry(), task.s3_bucket, task.s3_key,
+                                     batch.job.user_arguments)
+    milliseconds = (time.perf_counter() - started) * 1000
+    log = logger.info if code == "Succeeded" else logger.warning
+    log(code, extra={"function": "backfill", "key": task.s3_key, "job": batch.job.get_id,
+                     "outcome": result.status if result else "error", "reason": message,
+                     "duration_ms": round(milliseconds, 1)})
+    metrics.add_metric(name=f"Backfill{code}", unit=MetricUnit.Count, value=1)
+    if result is not None and result.rendered:
+        metrics.add_metric(name="ImagesProcessed", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="TimePerImage", unit=MetricUnit.Milliseconds, value=milliseconds)
+    response = S3BatchOperationResponse(batch.invocation_schema_version, batch.invocation_id, "PermanentFailure")
+    response.add_result(S3BatchOperationResponseRecord(task.task_id, code, message))
+    return response.asdict()

@@ -73,6 +73,9 @@ RUNTIME_ALLOWANCE = 224 * MiB
 # A progressive JPEG, or one whose components come in separate scans, keeps the coefficients of
 # every 8x8 block (64 of 2 bytes) until the last scan; a baseline JPEG needs a few rows only.
 JPEG_COEFFICIENT_BYTES = 128
+# Progressive encoders write about ten scans (libjpeg-turbo's default script has ten, mozjpeg's a
+# few more); each one is a pass over every block, so their number bounds the decode's CPU time.
+MAX_JPEG_SCANS = 100
 # Pillow decodes every WebP through libwebp's animation decoder, which holds two canvases of 4
 # bytes a pixel for as long as the image lives and hands each frame over as a copy. Only the first
 # frame is decoded, so the frame count costs nothing; the canvas size is what counts.
@@ -232,7 +235,27 @@ def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> Image.Image:
     missing = _missing_jpeg_data(data, image.size) if image_format == "JPEG" else None
     if missing:
         raise RejectedImage(f"truncated JPEG data ({missing}); the upload may be incomplete")
+    scans = _jpeg_scans(data) if image_format == "JPEG" else 0
+    if scans > MAX_JPEG_SCANS:
+        raise RejectedImage(f"JPEG with {scans:,} scans, over the limit of {MAX_JPEG_SCANS} (each scan is a pass "
+                            "over the whole image: a few hundred bytes can cost minutes); not decoded")
     return image
+
+
+def _is_jpeg(image: Image.Image) -> bool:
+    """A JPEG, or a JPEG with further pictures in an MP Format segment (phones' gain maps, depth
+    maps): Pillow opens those as "MPO", whose first picture is the photo and decodes as a JPEG."""
+    return image.format in ("JPEG", "MPO")
+
+
+def _jpeg_scans(data: bytes) -> int:
+    """How many scans the first picture of a JPEG has: start-of-scan markers before its end-of-image
+    (byte stuffing keeps 0xFF 0xDA out of the entropy-coded data)."""
+    layout = _jpeg_layout(data)
+    if layout is None:
+        return 0
+    end = data.find(b"\xff\xd9", layout.data_start)
+    return 1 + data.count(b"\xff\xda", layout.data_start, end if end >= 0 else len(data))
 
 
 def exif_orientation(image: Image.Image) -> int:
@@ -293,7 +316,7 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None) -
     orientation = exif_orientation(image)
     plan = plan_decode(image.size, orientation, registry, only=only)
     upright = plan.upright
-    source = SourceInfo(image.format, upright[0], upright[1], len(data))
+    source = SourceInfo("JPEG" if _is_jpeg(image) else image.format, upright[0], upright[1], len(data))
     base = _decode_base(image, data, plan.wanted, orientation)
     del image  # the full-size decode and its decoder's buffers go before the variations are made
 
@@ -368,7 +391,7 @@ def _check_postprocessed(registry: "Registry", name: str, before: Image.Image, a
 def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orientation: int) -> Image.Image:
     """Decode once at `wanted` (stored orientation); return it upright, sRGB, 8 bit, no metadata."""
     image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
-    whole = shrink_on_load(image, data, wanted) if image.format == "JPEG" else (0, 0, *image.size)
+    whole = shrink_on_load(image, data, wanted) if _is_jpeg(image) else (0, 0, *image.size)
     try:
         image.load()
     except Exception as error:
@@ -506,7 +529,7 @@ def _memory_needed(image: Image.Image, data: bytes, registry: "Registry") -> int
 
     Judged before the orientation is read (see exif_orientation), so for either orientation.
     """
-    layout = _jpeg_layout(data) if image.format == "JPEG" else None
+    layout = _jpeg_layout(data) if _is_jpeg(image) else None
     return max(_memory_at(image, data, layout, plan_decode(image.size, orientation, registry).wanted)
                for orientation in (1, 6))
 
@@ -516,7 +539,7 @@ def _memory_at(image: Image.Image, data: bytes, layout: JpegLayout | None, wante
     what the decoder holds while loading and what remains after (decoder buffers the image
     keeps, the 8-bit conversion, the first resize pass), and the work at the variations' size.
     The phases overlap a little in the sum; the error is on the safe side."""
-    scale = _dct_scale(image, layout, wanted) if image.format == "JPEG" else None
+    scale = _dct_scale(image, layout, wanted) if _is_jpeg(image) else None
     decoded = _scaled(image.size, scale[1]) if scale else image.size
     while_loading, kept = _decoder_memory(image, data, layout)
     after_loading = kept + _conversion_memory(image, decoded, wanted)
@@ -527,7 +550,7 @@ def _memory_at(image: Image.Image, data: bytes, layout: JpegLayout | None, wante
 def _decoder_memory(image: Image.Image, data: bytes, layout: JpegLayout | None) -> tuple[int, int]:
     """What a format's decoder holds beyond the decoded image: while loading, and kept after."""
     pixels = image.width * image.height
-    if image.format == "JPEG":
+    if _is_jpeg(image):
         if layout is None:  # unknown: assume the worst, three full-size components buffered
             return 3 * _ceil_div(pixels, 64) * JPEG_COEFFICIENT_BYTES, 0
         return (layout.blocks * JPEG_COEFFICIENT_BYTES if layout.whole_image_buffered else 0), 0
@@ -606,7 +629,7 @@ def _plane_bytes(data: bytes, alpha: bool) -> float:
 
 def _described(image: Image.Image, data: bytes) -> str:
     """The upload as a refusal names it: its size and kind."""
-    kind = "WebP" if image.format == "WEBP" else image.format
+    kind = "WebP" if image.format == "WEBP" else "JPEG" if _is_jpeg(image) else image.format
     if kind == "JPEG":
         layout = _jpeg_layout(data)
         if layout is not None and layout.whole_image_buffered:

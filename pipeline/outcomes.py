@@ -1,4 +1,4 @@
-"""What happened to one record: the value every door (handler, backfill, local stack) reports."""
+"""What happened to one record: the value a handler reports for it."""
 
 from __future__ import annotations
 
@@ -13,3 +13,6 @@ class Outcome:
     outcome: str
     reason: str | None = None
     bytes_written: int = 0
+    rendered: tuple[str, ...] = ()  # the variations whose files were put, in registry order
+    pruned: tuple[str, ...] = ()  # variations no longer defined whose files were deleted
+    rounds: int = 0  # commits tried: more than one means another writer committed first

@@ -59,17 +59,22 @@ class Outputs(NamedTuple):
 
 def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Registry, *,
                          version_id: str | None = None, sequencer: str | None = None,
-                         only: set[str] | None = None, previous: dict[str, Any] | None = None) -> Outputs:
+                         only: set[str] | None = None, previous: dict[str, Any] | None = None,
+                         kept: dict[str, Any] | None = None) -> Outputs:
     """Every object the resize path writes for one original; a rejected source gets its manifest.
 
     With `only`, just those variations are rendered and put; the others keep their entries from
     `previous` (a manifest of the same source bytes), so adding one variation puts one object.
+    `kept` are entries of variations no longer defined that the manifest keeps listing (the
+    backfill without --prune); otherwise a variation the definitions lack leaves the manifest.
     """
     source = SourceRef(original_key, etag, version_id, sequencer)
     path = keys.source_path(original_key)
+    kept = {name: entry for name, entry in (kept or {}).items() if name not in registry.variations}
     if only is not None and not only and previous:  # same bytes, nothing to render: a new version or fewer variations
         manifest = {**previous, "source": {**previous["source"], **_source(source, len(data))},
-                    "variations": {n: e for n, e in previous["variations"].items() if n in registry.variations}}
+                    "variations": {**{n: e for n, e in previous["variations"].items() if n in registry.variations},
+                                   **kept}}
         return Outputs([manifest_object(path, manifest)], manifest, None, None)
     try:
         rendering = render(data, registry, only=only)
@@ -97,7 +102,7 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
         "manifest_version": MANIFEST_VERSION, "status": "ready",
         "source": {**_source(source, len(data)), "format": info.format, "width": info.width, "height": info.height},
         "placeholder": placeholder or rendering.placeholder,
-        "variations": {name: variations[name] for name in registry.variations if name in variations},
+        "variations": {**{name: variations[name] for name in registry.variations if name in variations}, **kept},
     }
     objects.append(manifest_object(path, manifest))
     return Outputs(objects, manifest, rendering, None)

@@ -1,7 +1,10 @@
 """The plugin manager: loads built-in and third-party plugins once and collects what they register.
 
 Built-ins are ordinary pluggy plugins listed in DEFAULT_PLUGINS; third-party ones come from the
-`image_pipeline.plugins` entry-point group. Each hook implementation is called with its own
+`image_pipeline.plugins` entry-point group, unless the environment variable
+PIPELINE_DISABLE_PLUGIN_AUTOLOAD is set (to anything but an empty string): then only the built-ins
+load, as pytest's PYTEST_DISABLE_PLUGIN_AUTOLOAD does for pytest plugins. The project's own tests
+run so, whatever is installed next to them. Each hook implementation is called with its own
 plugin's options and its own `register` callback, so every variation, transform, encoder and
 post-processor is known with the plugin that declared it, and a clash names both plugins.
 """
@@ -34,6 +37,8 @@ DEFAULT_PLUGINS: tuple[tuple[str, bool], ...] = (
     ("plugins.avif", False),
 )
 
+AUTOLOAD_OFF_ENV = "PIPELINE_DISABLE_PLUGIN_AUTOLOAD"
+
 HOOKS = ("register_variations", "register_transforms", "register_encoders", "register_postprocessors")
 
 
@@ -54,6 +59,8 @@ class Registry:
     encoders: dict[str, Encoder] = field(default_factory=dict)
     postprocessors: dict[str, PostProcessor] = field(default_factory=dict)
     owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    # A variation with its own `quality` option: its main encoder at that quality (see Encoder.with_quality).
+    main_encoders: dict[str, Encoder] = field(default_factory=dict)
 
     def owner(self, kind: str, name: str) -> str:
         return self.owners[(kind, name)]
@@ -61,7 +68,8 @@ class Registry:
     def renditions(self, variation: Variation) -> list[Encoder]:
         """The encoders of a variation's files: its own format first, then the `alongside` ones."""
         main = self.encoders[variation.format]
-        return [main] + [e for e in self.encoders.values() if e.alongside and e is not main]
+        alongside = [e for e in self.encoders.values() if e.alongside and e is not main]
+        return [self.main_encoders.get(variation.name, main)] + alongside
 
     def postprocessors_for(self, variation: Variation) -> list[PostProcessor]:
         return [p for p in self.postprocessors.values() if p.applies_to(variation)]
@@ -80,17 +88,24 @@ class Registry:
 
 
 def load_registry(config: PipelineConfig | None = None) -> Registry:
-    """The registry for a configuration, built once per process and configuration."""
+    """The registry for a configuration, built once per process, configuration and autoload switch."""
     config = config or PipelineConfig()
-    return _load_cached(config.to_json())
+    return _load_cached(config.to_json(), autoload_enabled())
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(config_json: str) -> Registry:
+def _load_cached(config_json: str, autoload: bool) -> Registry:  # `autoload` keys the cache only
     return build_registry(PipelineConfig.from_dict(json.loads(config_json)))
 
 
-def build_registry(config: PipelineConfig) -> Registry:
+def autoload_enabled() -> bool:
+    """Whether installed third-party plugins load (PIPELINE_DISABLE_PLUGIN_AUTOLOAD unset or empty)."""
+    return not os.environ.get(AUTOLOAD_OFF_ENV)
+
+
+def build_registry(config: PipelineConfig, *, third_party: list[tuple[str, Any]] | None = None) -> Registry:
+    """The built-in plugins plus the third-party ones: the installed entry points, or exactly the
+    `(name, plugin module)` pairs of `third_party` when it is given (`pipeline.testing` does)."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     registry = Registry(config=config)
@@ -104,17 +119,21 @@ def build_registry(config: PipelineConfig) -> Registry:
             manager.register(importlib.import_module(module_name), name=name)
             order.append(name)
 
-    for entry_point in third_party_entry_points():
-        name = entry_point.name
+    if third_party is None:
+        candidates = [(ep.name, _dist_name(ep), ep.value, ep.load) for ep in third_party_entry_points()]
+    else:
+        candidates = [(name, f"module {plugin.__name__}", plugin.__name__, lambda plugin=plugin: plugin)
+                      for name, plugin in third_party]
+    for name, source, value, load in candidates:
         if any(p.name == name for p in registry.plugins):
-            raise PluginError(f"plugin name {name!r} of {_dist_name(entry_point)} is taken by another plugin")
+            raise PluginError(f"plugin name {name!r} of {source} is taken by another plugin")
         enabled = config.plugin_enabled(name, True)
-        registry.plugins.append(PluginInfo(name, _dist_name(entry_point), enabled))
+        registry.plugins.append(PluginInfo(name, source, enabled))
         if enabled:
             try:
-                plugin = entry_point.load()
+                plugin = load()
             except Exception as error:
-                raise PluginError(f"plugin {name!r} ({entry_point.value}) failed to import: {error}") from error
+                raise PluginError(f"plugin {name!r} ({value}) failed to import: {error}") from error
             manager.register(plugin, name=name)
             order.append(name)
 
@@ -188,16 +207,27 @@ def _check_references(registry: Registry) -> None:
                 f"variation {variation.name!r} of plugin {plugin!r} uses format {variation.format!r}, "
                 f"which no enabled plugin registers (known: {', '.join(registry.encoders) or 'none'})"
             )
+        quality = variation.options.get("quality")
+        if quality is not None:
+            encoder = registry.encoders[variation.format]
+            if encoder.with_quality is None:
+                raise PluginError(f"variation {variation.name!r} of plugin {plugin!r} asks for quality {quality}, "
+                                  f"but encoder {encoder.format!r} has no with_quality")
+            try:
+                registry.main_encoders[variation.name] = encoder.with_quality(quality)
+            except PluginError as error:
+                raise PluginError(f"variation {variation.name!r}: {error}") from None
 
 
 def third_party_entry_points() -> list:
-    """Entry points of the `image_pipeline.plugins` group, sorted by name.
+    """Entry points of the `image_pipeline.plugins` group, sorted by name; none when
+    PIPELINE_DISABLE_PLUGIN_AUTOLOAD is set.
 
     importlib.metadata reads the metadata of every installed distribution (about 40 ms in a
     development environment, paid by every `process` run), so a quick scan of the
     entry_points.txt files first tells whether any distribution declares the group at all.
     """
-    if not _any_distribution_declares(hookspecs.ENTRY_POINT_GROUP):
+    if not autoload_enabled() or not _any_distribution_declares(hookspecs.ENTRY_POINT_GROUP):
         return []
     from importlib.metadata import entry_points
 

@@ -1,7 +1,7 @@
 """The one function that brings an original's processed objects to the original's current state.
 
 Every door uses it: the resize function for each S3 event, `process` (through the same
-outputs), and later the backfill and the local stack. It decides and does the minimum: nothing
+outputs), the backfill (pipeline/backfill) and later the local stack. It decides and does the minimum: nothing
 when the manifest already describes the current version under the current definitions, only
 the missing or stale variations when the source bytes are unchanged, everything otherwise, and a
 tombstone when the original is gone.
@@ -18,12 +18,17 @@ same key. Three rules keep the result equal to "processing the final state alone
    goes round again, forced to re-render and re-put the then-current version.
 3. Sequencers only save work: the manifest records the greatest S3 sequencer applied, and an
    event older than that is dropped after one GET, before the original is downloaded.
+
+A `Scope` says how much a call may do. The live path's is the default: every variation, and
+whatever the current definitions no longer have is deleted. The backfill narrows it (some
+variations, keep the undefined ones, re-render even what is current, retry failed uploads) and
+decides from the manifest alone, with `needed`, whether to call `apply_change` at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from pipeline import keys
 from pipeline.events import ObjectChange, sequencer_order
@@ -32,7 +37,7 @@ from pipeline.outcomes import Outcome
 from pipeline.outputs import (Outputs, SourceRef, failed_outputs, listed_keys, outputs_for_original,
                               tombstone_outputs)
 from pipeline.registry import Registry
-from pipeline.storage import Conflict, Original, S3Store
+from pipeline.storage import Conflict, Original, S3Store, StoredManifest
 
 # Each round ends in a commit or a lost race; a race is lost only to a writer that committed,
 # so more than a few rounds means a key under a storm of writes: let Lambda retry later.
@@ -43,15 +48,77 @@ class ContendedKey(Exception):
     """Other writers kept committing the same manifest first; a retry finishes the work."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """How much one call may do for an original whose manifest describes its current bytes.
+
+    An original without such a manifest (none, another version's, a tombstone) always gets
+    everything: nothing less would be true of its current bytes.
+    """
+
+    variations: frozenset[str] | None = None  # only these may be (re-)rendered; None: all defined
+    force: bool = False  # re-render the chosen variations even when their spec hash is current
+    prune: bool = True  # delete variations the definitions no longer have; False keeps their entries
+    retry_failed: bool = False  # process a failed upload again even under the limits that refused it
+
+
+LIVE = Scope()
+
+
+class Needed(NamedTuple):
+    """What the current definitions want done to one original, judged from its manifest alone."""
+
+    render: frozenset[str]  # variations to render
+    prune: frozenset[str]  # variations no longer defined whose files go
+    reason: str  # why, or "up to date"
+    everything: bool = False  # the manifest does not describe the current bytes: a full render
+
+    @property
+    def work(self) -> bool:
+        return bool(self.render or self.prune or self.everything)
+
+
+def needed(manifest: dict | None, registry: Registry, scope: Scope = LIVE, *, source_etag: str | None = None) -> Needed:
+    """What to do for an original, from its manifest and, when known (a listing gives it), the
+    ETag of its current bytes; nothing is downloaded. A "failed" manifest is retried when the
+    limits that refused it have changed, or with `scope.retry_failed`."""
+    defined = frozenset(registry.variations)
+    if manifest is None:
+        return Needed(defined, frozenset(), "no manifest", True)
+    status = manifest["status"]
+    if status == "deleted":
+        return Needed(defined, frozenset(), "a removal is recorded but the original exists", True)
+    if source_etag is not None and manifest["source"].get("etag") != source_etag:
+        return Needed(defined, frozenset(), "the manifest describes other bytes", True)
+    if status == "failed":
+        if scope.retry_failed:
+            return Needed(defined, frozenset(), "failed before; retried", True)
+        if manifest.get("limits") != judging_limits(registry.config):
+            return Needed(defined, frozenset(), "failed under other limits", True)
+        return Needed(frozenset(), frozenset(), f"failed: {manifest.get('reason')}")
+    chosen = defined if scope.variations is None else defined & scope.variations
+    render = chosen if scope.force else frozenset(stale_variations(manifest, registry)) & chosen
+    prune = frozenset(manifest["variations"]) - defined if scope.prune else frozenset()
+    reasons = [f"{'re-render' if scope.force else 'missing or stale'}: {', '.join(sorted(render))}"] if render else []
+    reasons += [f"no longer defined: {', '.join(sorted(prune))}"] if prune else []
+    return Needed(render, prune, "; ".join(reasons) or "up to date")
+
+
 def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, registry: Registry,
-                 invalidate: Callable[[list[str]], None] | None = None) -> Outcome:
-    """Bring the processed objects of `change.key` to the current state of the original."""
+                 invalidate: Callable[[list[str]], None] | None = None, scope: Scope = LIVE,
+                 stored: StoredManifest | None = None) -> Outcome:
+    """Bring the processed objects of `change.key` to the current state of the original.
+
+    `stored` is the manifest the caller has just read (the backfill decides from it), used
+    instead of reading it again in the first round; the commit is still conditional on its ETag.
+    """
     path = keys.source_path(change.key)
     manifest_key = keys.manifest_key(path)
     event_order = sequencer_order(change.sequencer)
     forced = False
-    for _ in range(MAX_ROUNDS):
-        stored = store.read_manifest(processed_bucket, manifest_key)
+    for round_ in range(1, MAX_ROUNDS + 1):
+        if stored is None or round_ > 1:
+            stored = store.read_manifest(processed_bucket, manifest_key)
         previous = stored.manifest
         applied = (previous or {}).get("source", {}).get("sequencer")
         if not forced and event_order and sequencer_order(applied) and sequencer_order(applied) > event_order:
@@ -59,9 +126,9 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
         sequencer = max((s for s in (applied, change.sequencer) if s), key=sequencer_order, default=None)
 
         original = store.get_original(change.bucket, change.key, registry.config.max_bytes)
-        outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced)
+        outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope)
         if outputs is None:
-            return outcome
+            return dataclasses.replace(outcome, rounds=round_)
 
         *files, manifest = outputs.objects
         for obj in files:
@@ -81,12 +148,16 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
             continue
         if invalidate and previous is not None:
             invalidate(sorted(set(listed_keys(previous)) | written | doomed | {manifest_key}))
-        return dataclasses.replace(outcome, bytes_written=sum(len(obj.body) for obj in outputs.objects))
+        rendered = tuple(r.variation.name for r in outputs.rendering.variations) if outputs.rendering else ()
+        pruned = tuple(sorted(set((previous or {}).get("variations", {})) - set(outputs.manifest["variations"])
+                              - set(registry.variations)))
+        return dataclasses.replace(outcome, bytes_written=sum(len(obj.body) for obj in outputs.objects),
+                                   rendered=rendered, pruned=pruned, rounds=round_)
     raise ContendedKey(f"{change.key}: {MAX_ROUNDS} rounds each lost the manifest to another writer")
 
 
 def _plan(original: Original | None, key: str, previous: dict | None, sequencer: str | None,
-          registry: Registry, forced: bool) -> tuple[Outputs | None, Outcome]:
+          registry: Registry, forced: bool, scope: Scope) -> tuple[Outputs | None, Outcome]:
     """What this round writes (None: nothing) and the outcome it reports."""
     if original is None:
         if previous is not None and previous["status"] == "deleted" and not forced:
@@ -103,24 +174,31 @@ def _plan(original: Original | None, key: str, previous: dict | None, sequencer:
         return failed_outputs(source, original.size, reason, registry), Outcome(key, "failed", reason)
 
     if previous is not None and previous["status"] == "failed" and same_version and not forced:
-        if previous.get("limits") == judging_limits(registry.config):
+        if previous.get("limits") == judging_limits(registry.config) and not scope.retry_failed:
             return None, Outcome(key, "skipped", previous.get("reason"))
 
     only = None
-    if same_bytes and previous["status"] == "ready" and not forced:
-        only = stale_variations(previous, registry)
-        if not only and same_version and set(previous["variations"]) == set(registry.variations):
+    current = same_bytes and previous["status"] == "ready"
+    if current and not forced:
+        wanted = needed(previous, registry, scope)
+        only = set(wanted.render)
+        if not only and same_version and not wanted.prune:
             return None, Outcome(key, "skipped", "up to date")
+    # Entries of variations no longer defined stay when the scope keeps them and the bytes they
+    # were made from are still the original's; a new source takes them away with everything else.
+    kept = {} if scope.prune or not current else {
+        name: entry for name, entry in previous["variations"].items() if name not in registry.variations}
     outputs = outputs_for_original(key, original.body, original.etag, registry, version_id=original.version_id,
-                                   sequencer=sequencer, only=only, previous=previous if only is not None else None)
+                                   sequencer=sequencer, only=only, previous=previous if only is not None else None,
+                                   kept=kept)
     return outputs, Outcome(key, "failed" if outputs.failed else "processed", outputs.reason)
 
 
 def stale_variations(manifest: dict, registry: Registry) -> set[str]:
     """The variations the current definitions have that the manifest lacks or lists with another spec."""
-    listed = manifest.get("variations", {})
+    listed = manifest["variations"]
     return {name for name, variation in registry.variations.items()
-            if listed.get(name, {}).get("spec_hash") != registry.spec_hash(variation)}
+            if name not in listed or listed[name]["spec_hash"] != registry.spec_hash(variation)}
 
 
 def derived_keys(path: str, registry: Registry) -> list[str]:

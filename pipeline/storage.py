@@ -18,7 +18,7 @@ class LocalDirectory:
         self.root = os.fspath(root)
 
     def put(self, obj: OutputObject) -> str:
-        target = os.path.join(self.root, *obj.key.split("/"))
+        target = os.path.join(self.root, obj.key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         temporary = target + ".partial"
         with open(temporary, "wb") as file:
@@ -173,6 +173,18 @@ class CdnInvalidator:
     def invalidate(self, paths: list[str], reference: str) -> None:
         from urllib.parse import quote
 
-        items = sorted({"/" + quote(p, safe="/") for p in paths})
+        items = sorted({"/" + quote(p) for p in paths})
+        self._create(items, reference)
+
+    def invalidate_folders(self, folders: list[str], reference: str) -> list[str]:
+        """One wildcard path per folder (`uploads/images/medium/` -> `/uploads/images/medium/*`),
+        in one request: CloudFront bills a wildcard as one path, whatever it matches. Returns the paths."""
+        from urllib.parse import quote
+
+        items = sorted({"/" + quote(f.rstrip("/"), safe="/") + "/*" for f in folders})
+        self._create(items, reference)
+        return items
+
+    def _create(self, items: list[str], reference: str) -> None:
         self.client.create_invalidation(DistributionId=self.distribution_id, InvalidationBatch={
             "Paths": {"Quantity": len(items), "Items": items}, "CallerReference": reference})

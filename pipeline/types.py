@@ -97,7 +97,9 @@ class Encoder:
 
     `encode(image) -> bytes` receives an sRGB image in mode RGB, RGBA, L or LA and must not
     keep metadata. With `alongside=True` every variation also gets a file in this format next to
-    its main one (that is what the webp and avif plugins do).
+    its main one (that is what the webp and avif plugins do). `with_quality(quality) -> Encoder`,
+    when given, makes the same encoder at another quality: a variation whose options hold
+    `quality` gets its main file from it.
     """
 
     format: str
@@ -106,6 +108,7 @@ class Encoder:
     encode: Callable[["Image.Image"], bytes]
     alongside: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    with_quality: Callable[[int], "Encoder"] | None = None
 
     def spec(self) -> dict[str, Any]:
         return {"format": self.format, "options": dict(sorted(self.options.items()))}
@@ -126,6 +129,22 @@ class PostProcessor:
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "options": dict(sorted(self.options.items()))}
+
+
+def variation_qualities(options: Mapping[str, Any], names: list[str], plugin: str) -> dict[str, int]:
+    """A variation plugin's `quality` option: its variations' own encoder qualities, by name
+    (`{"quality": {"small": 70}}`); each enters only its variation's spec hash."""
+    chosen = options.get("quality", {})
+    if not isinstance(chosen, Mapping):
+        raise PluginError(f"plugins.{plugin}.quality must map variation names to qualities, not {chosen!r}")
+    unknown = set(chosen) - set(names)
+    if unknown:
+        raise PluginError(f"plugins.{plugin}.quality names {', '.join(sorted(unknown))}, not a variation of "
+                          f"this plugin (its variations: {', '.join(names)})")
+    for name, quality in chosen.items():
+        if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
+            raise PluginError(f"plugins.{plugin}.quality.{name} must be a whole number from 1 to 100, not {quality!r}")
+    return dict(chosen)
 
 
 _WHITE = {"RGBA": (255, 255, 255), "LA": 255}

@@ -319,6 +319,35 @@ def backup_has_object_lock(resources: list[Resource]) -> list[str]:
     return violations
 
 
+def batch_job_roles_are_scoped(resources: list[Resource]) -> list[str]:
+    """A role S3 Batch Operations may take runs jobs over whole buckets: it may invoke only functions
+    it names (a version or alias of one, `name:*`, is still that function) and never write into a
+    bucket that triggers functions."""
+    violations = []
+    triggering = [b for b in _of(resources, BUCKET) if any(n.refers_to("bucket", b) for n in _of(resources, NOTIFICATION))]
+    for role in _of(resources, ROLE):
+        trust = _statements(role.props.get("assumeRolePolicy")) or []
+        if not any("batchoperations.s3.amazonaws.com" in _strings(s.get("Principal")) for s in trust):
+            continue
+        statements = _role_statements(resources, role)
+        for where, statement in statements:
+            if statement.get("Effect") != "Allow" or not _covers(statement, "Action", "lambda:InvokeFunction"):
+                continue
+            unnamed = ["NotResource"] if "NotResource" in statement else [
+                r for r in map(str, _list(statement.get("Resource"))) if not NAMED_FUNCTION.fullmatch(r)]
+            if unnamed:
+                violations.append(f"batch job role {role.name} may invoke functions it does not name: "
+                                  f"{unnamed[0]} (in {where})")
+        for bucket in triggering:
+            violations += [v.replace(f"function {role.name}", f"batch job role {role.name}", 1)
+                           for v in _writes_into(role, bucket, statements)]
+    return violations
+
+
+# A function ARN without a wildcard in its name; a version or alias (`:*`) of it is that function.
+NAMED_FUNCTION = re.compile(r"arn:[\w-]+:lambda:[\w-]+:\d+:function:[\w-]+(:(\*|[\w-]+))?")
+
+
 RULES = (
     Rule("no-public-buckets", "No bucket may be public: ACL, public access block or bucket policy.",
          no_public_buckets),
@@ -328,4 +357,6 @@ RULES = (
          functions_cannot_write_their_trigger),
     Rule("backup-has-object-lock", "The backup bucket needs object lock with a default retention.",
          backup_has_object_lock),
+    Rule("batch-job-roles-are-scoped", "A role S3 Batch Operations takes invokes named functions only and never "
+         "writes into a bucket that triggers functions.", batch_job_roles_are_scoped),
 )

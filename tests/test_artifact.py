@@ -13,7 +13,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from aws import BACKUP, PROCESSED, REGION, UPLOADS
 from conftest import ROOT
@@ -40,15 +39,6 @@ def boto3_only(tmp_path_factory):
                         "--no-compile", "--target", str(target), "--constraint", str(ROOT / "requirements/dev.txt"),
                         "boto3"], check=True, capture_output=True)
     return target
-
-
-@pytest.fixture
-def moto_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def elf_machine(data: bytes) -> int:
@@ -141,3 +131,79 @@ def test_a_missing_wheel_fails_loudly(tmp_path, monkeypatch):
     with pytest.raises(artifact.BuildError, match="no-such-package-for-lambda"):
         artifact.build("arm64", "3.12", cache=tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob("layer.zip")), "a failed build leaves nothing in the cache"
+
+
+def write_wheel(folder: Path, version: int) -> Path:
+    """A pure-Python wheel, always under the same file name, whose module says which build it is."""
+    import base64
+    import hashlib
+
+    name = "throwaway_layer"
+    files = {f"{name}.py": f"VERSION = {version}\n",
+             f"{name}-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: throwaway-layer\nVersion: 1.0\n",
+             f"{name}-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+                     f"{len(text.encode())}\n" for path, text in files.items()) + f"{name}-1.0.dist-info/RECORD,,\n"
+    wheel = folder / f"{name}-1.0-py3-none-any.whl"
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in {**files, f"{name}-1.0.dist-info/RECORD": record}.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A repository root of its own, with requirements/lambda.txt to write."""
+    (tmp_path / "requirements").mkdir()
+    monkeypatch.setattr(artifact, "ROOT", tmp_path)
+    monkeypatch.setattr(artifact, "REQUIREMENTS", tmp_path / "requirements" / "lambda.txt")
+    return tmp_path
+
+
+def test_a_wheel_rebuilt_under_the_same_name_builds_a_new_layer(project, monkeypatch):
+    """The layer ships the wheel's new code, not the cached layer of the old one."""
+    monkeypatch.setattr(artifact, "find_interpreter", lambda version: None)
+    artifact.REQUIREMENTS.write_text("./wheels/throwaway_layer-1.0-py3-none-any.whl\n")
+
+    def shipped() -> str:
+        built = artifact.build("x86_64", "3.12", cache=project / "cache")
+        return zipfile.ZipFile(built.layer_zip).read("python/throwaway_layer.py").decode()
+
+    write_wheel(project / "wheels", 1)
+    assert shipped() == "VERSION = 1\n"
+    write_wheel(project / "wheels", 2)
+    assert shipped() == "VERSION = 2\n"
+
+
+def test_the_layer_cache_key_covers_every_local_file_the_requirements_name(project):
+    """Nested requirements, `-e` folders, `file:` and `name @ file:` references: a change to any
+    file's bytes is a new key, an unchanged tree the same key."""
+    write_wheel(project / "wheels", 1)
+    (project / "plugin-src").mkdir()
+    (project / "plugin-src" / "plugin.py").write_text("A = 1\n")
+    outside = write_wheel(project / "elsewhere", 1)
+    (project / "requirements" / "more.txt").write_text("file:./wheels/throwaway_layer-1.0-py3-none-any.whl\n")
+    artifact.REQUIREMENTS.write_text(
+        "# comment\npillow==13.0.0\n-r more.txt\n-e ./plugin-src\n"
+        f"throwaway-layer @ file://{outside}  # the same wheel, elsewhere\n")
+
+    def key() -> str:
+        return artifact.requirements_hash("arm64", "3.12")
+
+    first = key()
+    assert key() == first
+    for change in (lambda: write_wheel(project / "wheels", 2),
+                   lambda: (project / "plugin-src" / "plugin.py").write_text("A = 2\n"),
+                   lambda: (project / "plugin-src" / "new.py").write_text(""),
+                   lambda: write_wheel(project / "elsewhere", 2),
+                   lambda: (project / "requirements" / "more.txt").write_text(
+                       "file:./wheels/throwaway_layer-1.0-py3-none-any.whl\npluggy==1.7.0\n")):
+        before = key()
+        change()
+        assert key() != before
+    assert key() != artifact.requirements_hash("x86_64", "3.12")
+
+    artifact.REQUIREMENTS.write_text("./wheels/missing-1.0-py3-none-any.whl\n")
+    with pytest.raises(artifact.BuildError, match="missing-1.0-py3-none-any.whl, which does not exist"):
+        key()

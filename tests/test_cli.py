@@ -8,7 +8,7 @@ import sys
 
 from PIL import Image
 
-from conftest import run_cli
+from conftest import autoloading_env, run_cli
 from images import png_header_only
 from pipeline import samples
 
@@ -104,7 +104,7 @@ def test_a_plugin_that_raises_fails_its_file_with_one_line_and_the_others_run(tm
     """)
     for name, colour in (("red.png", (255, 0, 0)), ("green.png", (0, 255, 0)), ("blue.png", (0, 0, 255))):
         Image.new("RGB", (800, 600), colour).save(tmp_path / name)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = autoloading_env(PYTHONPATH=os.pathsep.join(sys.path))
     result = run_cli("process", *(str(tmp_path / n) for n in ("red.png", "green.png", "blue.png")),
                      "--out", str(tmp_path / "out"), "--quiet", env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -189,6 +189,37 @@ def test_deleting_one_version_brings_back_the_previous_one(stack):
     assert manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
 
 
+def test_a_new_variation_is_rendered_alone_when_an_event_comes_again(stack, install_plugin):
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    (event,) = stack.deliveries()
+    handlers.resize_handler(event, None)
+    before = stack.state(PROCESSED)
+    install_plugin("thumbnail_plugin", """
+        from pipeline.hookspecs import hookimpl
+        from pipeline.types import Variation
+
+        @hookimpl
+        def register_variations(register):
+            register(Variation("thumb", "cover", 64, 64))
+    """)
+    handlers._registry.cache_clear()
+    from pipeline.registry import _load_cached
+
+    _load_cached.cache_clear()
+    try:
+        assert [r["outcome"] for r in handlers.resize_handler(event, None)["results"]] == ["processed"]
+        after = stack.state(PROCESSED)
+        changed = sorted(k for k in after if after[k] != before.get(k))
+        assert changed == ["uploads/images/manifest/photo.jpg.json", "uploads/images/thumb/photo.jpg"]
+        manifest = stack.manifest("photo.jpg")
+        assert (manifest["variations"]["thumb"]["width"], manifest["variations"]["thumb"]["height"]) == (64, 64)
+        assert set(manifest["variations"]) == set(DEFAULTS) | {"thumb"}
+    finally:
+        _load_cached.cache_clear()
+        handlers._registry.cache_clear()
+
+
 def test_a_text_file_named_jpg_gets_a_failed_manifest_and_a_backup_and_no_exception(stack):
     stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/notes.jpg", Body=b"shopping list: milk, eggs\n")
     ((resize, backup),) = deliver(stack)
@@ -452,3 +483,24 @@ def test_a_version_deleted_for_good_before_the_backup_ran_is_gone_not_an_error(s
     created, *_ = stack.deliveries()
     assert [r["outcome"] for r in handlers.backup_handler(created, None)["results"]] == ["gone"]
     assert stack.keys(BACKUP) == []
+
+
+def test_the_backup_reports_each_record_with_its_key_and_what_it_did(stack, capfd):
+    key = "uploads/images/original/a b.jpg"
+    version = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))["VersionId"]
+    (event,) = stack.deliveries()
+    capfd.readouterr()
+    first = handlers.backup_handler(event, None)["results"]
+    logged = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"outcome"' in line]
+    assert first == [{"key": key, "outcome": "processed", "reason": None}]
+    assert logged[0]["bytes_written"] == len(photo(400, 300))
+    again = handlers.backup_handler(event, None)["results"]
+    assert again == [{"key": key, "outcome": "skipped", "reason": f"the backup already holds version {version}"}]
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key, VersionId=version)
+    stack.deliveries()
+    handlers.backup_handler(event, None)  # already backed up: still skipped, the version is not needed
+    backup_versions = stack.s3.list_object_versions(Bucket=BACKUP, Prefix=key)["Versions"]
+    for item in backup_versions:  # start over without the copy, so the vanished version is "gone"
+        stack.s3.delete_object(Bucket=BACKUP, Key=key, VersionId=item["VersionId"])
+    gone = handlers.backup_handler(event, None)["results"]
+    assert gone == [{"key": key, "outcome": "gone", "reason": f"version {version} no longer exists; nothing to copy"}]

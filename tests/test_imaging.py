@@ -286,3 +286,34 @@ def test_lossless_jpeg_frame_is_never_dct_scaled(registry, monkeypatch):
     except RejectedImage:
         pass  # DCT data read as lossless data may be refused: refusing is fine, scaling is not
     assert decoders and all(not extra for extra in decoders), decoders
+
+
+def test_a_jpeg_with_a_gain_map_is_shrunk_on_load_and_budgeted_as_the_jpeg_it_is(registry):
+    """Phones write Ultra HDR / gain-map and depth JPEGs with an MP Format segment; Pillow opens
+    them as "MPO". The first picture is the photo and must get the JPEG path: DCT scaling and
+    the JPEG memory estimate."""
+    from pipeline.imaging import estimate_memory
+
+    photo = samples.photo(4000, 3000, grain=0)
+    out = io.BytesIO()
+    photo.save(out, "MPO", save_all=True, append_images=[Image.new("RGB", (400, 300))], quality=90)
+    mpo, jpeg = out.getvalue(), samples.jpeg_bytes(photo, quality=90)
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    assert estimate_memory(mpo, registry) < 1.2 * estimate_memory(jpeg, registry)
+    outputs = render_outputs(mpo, registry)
+    assert outputs.manifest["source"]["format"] == "JPEG"
+    assert (outputs.manifest["variations"]["large"]["width"], outputs.manifest["variations"]["large"]["height"]) == (2048, 1536)
+
+
+def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding(registry, monkeypatch):
+    from pipeline import imaging
+
+    out = io.BytesIO()
+    Image.new("RGB", (600, 400), (90, 120, 150)).save(out, "JPEG", progressive=True, quality=90)
+    data = out.getvalue()
+    start, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    bomb = data[:end] + data[start:end] * 500 + data[end:]  # the last refinement scan, again and again
+    assert not render_outputs(data, registry).failed, "an ordinary progressive JPEG has about ten scans"
+    monkeypatch.setattr(imaging, "_decode_base", lambda *a, **k: pytest.fail("decoding started"))
+    with pytest.raises(imaging.RejectedImage, match="JPEG with 5.. scans, over the limit of 100"):
+        imaging.render(bomb, registry)

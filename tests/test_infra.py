@@ -44,18 +44,18 @@ def test_resource_counts(stack):
     name, deployment = stack
     counts = Counter(r.type for r in deployment.resources)
     expected = {
-        BUCKET: 3, f"{S3}bucketPublicAccessBlock:BucketPublicAccessBlock": 3,
-        f"{S3}bucketOwnershipControls:BucketOwnershipControls": 3,
-        f"{S3}bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 3,
-        f"{S3}bucketPolicy:BucketPolicy": 3, f"{S3}bucketCorsConfiguration:BucketCorsConfiguration": 2,
+        BUCKET: 4, f"{S3}bucketPublicAccessBlock:BucketPublicAccessBlock": 4,
+        f"{S3}bucketOwnershipControls:BucketOwnershipControls": 4,
+        f"{S3}bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 4,
+        f"{S3}bucketPolicy:BucketPolicy": 4, f"{S3}bucketCorsConfiguration:BucketCorsConfiguration": 2,
         f"{S3}bucketVersioning:BucketVersioning": 2, f"{S3}bucketObjectLockConfiguration:BucketObjectLockConfiguration": 1,
-        f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration": 3, f"{S3}bucketNotification:BucketNotification": 1,
+        f"{S3}bucketLifecycleConfiguration:BucketLifecycleConfiguration": 4, f"{S3}bucketNotification:BucketNotification": 1,
         "aws:sns/topic:Topic": 2 if name == "prod" else 1, "aws:sns/topicPolicy:TopicPolicy": 1,
         "aws:sns/topicSubscription:TopicSubscription": 3 if name == "prod" else 2,
-        "aws:lambda/function:Function": 2, "aws:lambda/layerVersion:LayerVersion": 1,
+        "aws:lambda/function:Function": 3, "aws:lambda/layerVersion:LayerVersion": 1,
         "aws:lambda/permission:Permission": 2, "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig": 2,
-        "aws:iam/role:Role": 2, "aws:iam/rolePolicy:RolePolicy": 4, "aws:iam/policy:Policy": 1,
-        "aws:cloudwatch/logGroup:LogGroup": 2,
+        "aws:iam/role:Role": 4, "aws:iam/rolePolicy:RolePolicy": 7, "aws:iam/policy:Policy": 1,
+        "aws:cloudwatch/logGroup:LogGroup": 3,
         "aws:sqs/queue:Queue": 1, "aws:cloudwatch/metricAlarm:MetricAlarm": 3,
         "aws:cloudfront/distribution:Distribution": 1, "aws:cloudfront/originAccessControl:OriginAccessControl": 1,
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": 1,
@@ -379,7 +379,8 @@ def test_functions_runtime_memory_environment_and_artifact(stack):
 def test_subscriptions_and_permissions_are_scoped_to_the_topic(stack):
     _, deployment = stack
     (topic,) = [r.outputs for r in deployment.of_type("aws:sns/topic:Topic") if r.name == "events-topic"]
-    functions = {r.outputs["name"]: r.outputs for r in deployment.of_type("aws:lambda/function:Function")}
+    functions = {r.outputs["name"]: r.outputs for r in deployment.of_type("aws:lambda/function:Function")
+                 if not r.outputs["name"].endswith("-backfill")}  # invoked by S3 Batch Operations, not the topic
     subscriptions = [r.inputs for r in deployment.of_type("aws:sns/topicSubscription:TopicSubscription")
                      if r.inputs["protocol"] == "lambda"]
     assert sorted(s["endpoint"] for s in subscriptions) == sorted(f["arn"] for f in functions.values())
@@ -939,6 +940,26 @@ def test_dev_destroys_uploads_and_processed_with_their_contents_and_keeps_the_ba
                    if r not in storage and r.custom)
 
 
+def test_every_destroy_empties_and_deletes_the_backfill_jobs_bucket(stack):
+    """Job manifests can be listed again and reports expire anyway: `pulumi destroy` (prod's
+    `--exclude-protected` too) takes the jobs bucket, its contents and its settings, in every stack."""
+    _, deployment = stack
+    jobs = bucket_resource(deployment, "backfill")
+    assert not deployment.protected(jobs) and not deployment.retained(jobs)
+    assert jobs.inputs["forceDestroy"] is True  # no BucketNotEmpty halfway through a destroy
+    settings = attached_to(deployment, "backfill")
+    assert {r.type.split(":")[-1] for r in settings} == {
+        "BucketPublicAccessBlock", "BucketOwnershipControls", "BucketServerSideEncryptionConfiguration",
+        "BucketPolicy", "BucketLifecycleConfiguration"}
+    assert not any(deployment.protected(r) or deployment.retained(r) for r in settings)
+    # and the rest of the backfill (its function, log group and logs, roles) goes as the other functions do
+    (component,) = deployment.of_type("imagepipeline:index:Backfill")
+    rest = [r for r in deployment.resources if r.parent == component.urn and r is not jobs and r not in settings]
+    assert {r.type for r in rest} >= {"aws:lambda/function:Function", "aws:cloudwatch/logGroup:LogGroup",
+                                      "aws:iam/role:Role"}
+    assert not any(deployment.protected(r) or deployment.retained(r) for r in rest)
+
+
 @pytest.mark.parametrize("role, protect_data, expected", [
     ("uploads", True, (True, False, False, True)),
     ("processed", True, (True, False, False, True)),
@@ -946,6 +967,9 @@ def test_dev_destroys_uploads_and_processed_with_their_contents_and_keeps_the_ba
     ("uploads", False, (False, False, True, False)),
     ("processed", False, (False, False, True, False)),
     ("backup", False, (False, True, False, True)),
+    # the backfill's job manifests and reports: no data, gone with the stack whatever protectData says
+    ("backfill", True, (False, False, True, False)),
+    ("backfill", False, (False, False, True, False)),
 ])
 def test_the_lifecycle_of_each_bucket(role, protect_data, expected):
     from infra.storage import lifecycle

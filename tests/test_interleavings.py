@@ -28,7 +28,7 @@ from pipeline.config import PipelineConfig
 from pipeline.events import object_changes
 from pipeline.outputs import listed_keys, outputs_for_original
 from pipeline.registry import load_registry
-from pipeline.resize import apply_change
+from pipeline.resize import Scope, apply_change
 
 # Two variations and a WebP beside each keep every schedule short while exercising alternates.
 CONFIG = PipelineConfig.from_dict({"disabled_variations": ["medium", "small", "xsmall", "square_medium"],
@@ -79,6 +79,16 @@ def scenario_actors(stack, steps: list[tuple[str, int | None]], run_index: int, 
     actors: list[Actor] = []
     previous_upload = None
     for index, (operation, seed) in enumerate(steps):
+        if operation == "backfill":  # re-renders one variation of whatever the manifest names, forced
+            def backfill(checkpoint):
+                from pipeline.backfill.core import backfill_one
+
+                store = SteppedStore(stack.s3, checkpoint)
+                backfill_one(store, UPLOADS, key, processed, registry, Scope(variations=frozenset({"large"}),
+                                                                              force=True, prune=False))
+
+            actors.append(Actor("backfill", backfill, after="resize1"))
+            continue
         events: list = []
 
         def upload(checkpoint, operation=operation, seed=seed, events=events):
@@ -162,6 +172,8 @@ SCENARIOS = {
     "remove, then create v2 again": [("put", 1), ("delete", None), ("put", 2)],
     "create v1, create v2, remove": [("put", 1), ("put", 2), ("delete", None)],
     "create v1, create v2, create v3": [("put", 1), ("put", 2), ("put", 3)],
+    # a backfill of v1 while v2 is uploaded and processed live: the live upload is never overwritten
+    "create v1, backfill while create v2": [("put", 1), ("backfill", None), ("put", 2)],
 }
 
 

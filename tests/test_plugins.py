@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import ROOT, open_output, render_outputs, run_cli
+from conftest import ROOT, autoloading_env, open_output, render_outputs, run_cli
 from images import encode
 from pipeline import hookspecs, samples
 from pipeline.config import ConfigError, PipelineConfig
@@ -276,7 +275,7 @@ def test_example_plugin_is_discovered_from_its_entry_point(tmp_path):
                     "--disable-pip-version-check", "--target", str(target), str(ROOT / "examples" / "og-image")],
                    check=True, capture_output=True, timeout=300)
     assert list(target.glob("image_pipeline_og-1.0.0.dist-info/entry_points.txt"))
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    env = autoloading_env(PYTHONPATH=str(target))
     listed = run_cli("plugins", env=env)
     assert listed.returncode == 0, listed.stderr
     assert re.search(r"^og\s+image-pipeline-og 1\.0\.0\s+yes$", listed.stdout, re.M)

@@ -130,3 +130,19 @@ def test_invalidation_asks_for_each_changed_path_once_url_encoded():
         "Paths": {"Quantity": 2, "Items": ["/uploads/images/large/caf%C3%A9%201.jpg",
                                            "/uploads/images/manifest/a%2Bb.jpg.json"]},
         "CallerReference": "r1"}}]
+
+
+def test_a_head_error_for_a_version_that_still_exists_is_raised_not_taken_for_gone(s3, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    store = S3Store(s3)
+    version = s3.put_object(Bucket="versioned", Key="o", Body=b"x")["VersionId"]
+    s3.put_object(Bucket="versioned", Key="other", Body=b"y")
+
+    def forbidden(**kwargs):
+        raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+
+    monkeypatch.setattr(s3, "head_object", forbidden)
+    with pytest.raises(ClientError, match="403"):
+        store.copy_version("versioned", "o", version, "bkt")
+    assert s3.list_objects_v2(Bucket="bkt").get("KeyCount") == 0

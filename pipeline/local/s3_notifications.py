@@ -4,7 +4,7 @@ moto 5.2 sends no `versionId` and no `sequencer`, and in a versioned bucket it s
 when a delete marker is created or one of several versions is deleted. AWS sends
 `ObjectRemoved:DeleteMarkerCreated` and `ObjectRemoved:Delete` there, each record with the
 version and a sequencer that grows with every change of a key. `patch_moto()` adds exactly that,
-once per process; the tests and the local stack both use it.
+once per process, for the tests.
 """
 
 from __future__ import annotations

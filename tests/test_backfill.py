@@ -1,0 +1,267 @@
+"""The backfill's core against an in-process AWS: the decision from a manifest alone, apply_change
+under a Scope, the backfill function's schema 2.0 tasks, and the plan's arithmetic."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from moto import mock_aws
+from PIL import Image
+
+from aws import PROCESSED, UPLOADS, Stack
+from backfill_store import tiny_jpeg
+from pipeline import handlers
+from pipeline.backfill.core import (ERROR, FAILED, FAILED_EARLIER, RENDERED, UP_TO_DATE, backfill_one,
+                                    invalidation_prefixes, run_task, scope_arguments, scope_from_arguments)
+from pipeline.backfill.plan import reservoir, scaled
+from pipeline.config import PipelineConfig
+from pipeline.events import ObjectChange
+from pipeline.registry import _load_cached, load_registry
+from pipeline.resize import LIVE, Scope, apply_change, needed
+from pipeline.storage import S3Store
+
+DEFAULTS = ["large", "medium", "small", "xsmall", "square_medium", "square_small"]
+PANORAMA = """
+    from pipeline.hookspecs import hookimpl
+    from pipeline.types import Variation
+
+    @hookimpl
+    def register_variations(register):
+        register(Variation("panorama", "cover", 120, 40))
+"""
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "eu-west-1", "UPLOADS_BUCKET": UPLOADS,
+                        "PROCESSED_BUCKET": PROCESSED}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
+    handlers.s3_client.cache_clear()
+    handlers._registry.cache_clear()
+    _load_cached.cache_clear()
+    with mock_aws():
+        yield Stack()
+    handlers.s3_client.cache_clear()
+    handlers._registry.cache_clear()
+    _load_cached.cache_clear()
+
+
+def upload(stack, path: str, body: bytes, registry=None) -> str:
+    key = f"uploads/images/original/{path}"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=body)
+    stack.deliveries()
+    apply_change(S3Store(stack.s3), ObjectChange("created", "ObjectCreated:Put", UPLOADS, key), PROCESSED,
+                 registry or load_registry())
+    return key
+
+
+def backfill(stack, key: str, registry, scope: Scope = Scope(prune=False)):
+    return backfill_one(S3Store(stack.s3), UPLOADS, key, PROCESSED, registry, scope)
+
+
+def changed(before: dict, after: dict) -> list[str]:
+    return sorted(k for k in after.keys() | before.keys() if before.get(k) != after.get(k))
+
+
+def with_plugin(install_plugin):
+    install_plugin("panorama_plugin", PANORAMA)
+    _load_cached.cache_clear()
+    return load_registry()
+
+
+def test_the_decision_from_a_manifest_alone(stack, install_plugin):
+    registry = load_registry()
+    key = upload(stack, "a.jpg", tiny_jpeg(1))
+    manifest = stack.manifest("a.jpg")
+    assert needed(manifest, registry) == (frozenset(), frozenset(), "up to date", False)
+    assert needed(None, registry).everything and needed(None, registry).render == frozenset(DEFAULTS)
+    assert needed(manifest, registry, source_etag="other").everything, "a listing's ETag tells a changed original"
+    smaller = load_registry(PipelineConfig.from_dict({"disabled_variations": ["xsmall"]}))
+    assert needed(manifest, smaller, Scope(prune=True)).prune == {"xsmall"}
+    assert not needed(manifest, smaller, Scope(prune=False)).work, "without --prune an undefined variation stays"
+    assert needed(manifest, registry, Scope(force=True)).render == frozenset(DEFAULTS)
+    bigger = with_plugin(install_plugin)
+    assert needed(manifest, bigger).render == {"panorama"}
+    assert needed(manifest, bigger, Scope(variations=frozenset({"small"}))).work is False
+    assert needed(manifest, bigger, Scope(variations=frozenset({"small"}), force=True)).render == {"small"}
+    assert key
+
+
+def test_adding_a_variation_puts_one_file_and_the_manifest_and_downloads_the_original_once(stack, install_plugin):
+    key = upload(stack, "trip/IMG 1.jpg", tiny_jpeg(2))
+    before = stack.state(PROCESSED)
+    calls = []
+
+    def record(model, params, **kwargs) -> None:
+        if "Key" in params:
+            calls.append((model.name, params["Key"]))
+
+    stack.s3.meta.events.register("provide-client-params.s3", record)
+    result = backfill(stack, key, with_plugin(install_plugin))
+    assert (result.status, result.detail) == (RENDERED, "rendered:panorama")
+    assert changed(before, stack.state(PROCESSED)) == ["uploads/images/manifest/trip/IMG 1.jpg.json",
+                                                        "uploads/images/panorama/trip/IMG 1.jpg"]
+    assert [c[0] for c in calls] == ["GetObject", "GetObject", "PutObject", "PutObject"], calls
+    manifest = stack.manifest("trip/IMG 1.jpg")
+    assert set(manifest["variations"]) == set(DEFAULTS) | {"panorama"}
+    calls.clear()
+    assert backfill(stack, key, load_registry()).status == UP_TO_DATE
+    assert calls == [("GetObject", "uploads/images/manifest/trip/IMG 1.jpg.json")], "an unchanged image costs one GET"
+
+
+def test_a_changed_quality_re_renders_exactly_that_variation(stack):
+    key = upload(stack, "q.jpg", tiny_jpeg(3, (900, 600)))
+    before = stack.state(PROCESSED)
+    registry = load_registry(PipelineConfig.from_dict({"plugins": {"sizes": {"quality": {"small": 40}}}}))
+    assert backfill(stack, key, registry).rendered == ("small",)
+    assert changed(before, stack.state(PROCESSED)) == ["uploads/images/manifest/q.jpg.json", "uploads/images/small/q.jpg"]
+    small = stack.s3.get_object(Bucket=PROCESSED, Key="uploads/images/small/q.jpg")
+    assert small["Metadata"]["spec-hash"] == registry.spec_hash(registry.variations["small"])
+
+
+def test_prune_deletes_only_the_undefined_variation_and_without_it_the_entry_stays(stack):
+    key = upload(stack, "p.jpg", tiny_jpeg(4))
+    smaller = load_registry(PipelineConfig.from_dict({"disabled_variations": ["xsmall"]}))
+    before = stack.state(PROCESSED)
+    assert backfill(stack, key, smaller).status == UP_TO_DATE
+    assert stack.state(PROCESSED) == before
+    result = backfill(stack, key, smaller, Scope(prune=True))
+    assert (result.status, result.pruned) == (RENDERED, ("xsmall",))
+    assert changed(before, stack.state(PROCESSED)) == ["uploads/images/manifest/p.jpg.json", "uploads/images/xsmall/p.jpg"]
+    assert "uploads/images/xsmall/p.jpg" not in stack.state(PROCESSED)
+    assert "xsmall" not in stack.manifest("p.jpg")["variations"]
+
+
+def test_an_added_variation_keeps_the_undefined_ones_listed_without_prune(stack, install_plugin):
+    key = upload(stack, "k.jpg", tiny_jpeg(5))
+    with_plugin(install_plugin)
+    both = load_registry(PipelineConfig.from_dict({"disabled_variations": ["xsmall"]}))  # panorama in, xsmall out
+    result = backfill(stack, key, both)
+    assert result.rendered == ("panorama",) and not result.pruned
+    assert "xsmall" in stack.manifest("k.jpg")["variations"], "kept: the backfill deletes only with --prune"
+    assert "uploads/images/xsmall/k.jpg" in stack.state(PROCESSED)
+
+
+def test_a_failed_upload_is_retried_when_its_limits_change_or_with_retry_failed(stack):
+    key = upload(stack, "f.jpg", tiny_jpeg(6, (900, 600)), load_registry(PipelineConfig.from_dict({"max_bytes": 1000})))
+    assert stack.manifest("f.jpg")["status"] == "failed"
+    same = load_registry(PipelineConfig.from_dict({"max_bytes": 1000}))
+    assert backfill(stack, key, same).status == FAILED_EARLIER
+    forced = backfill(stack, key, same, Scope(prune=False, retry_failed=True))
+    assert forced.status == FAILED_EARLIER and "over the limit" in forced.detail, "judged again from its size"
+    assert backfill(stack, key, load_registry()).status == RENDERED, "other limits: processed again"
+    assert stack.manifest("f.jpg")["status"] == "ready"
+
+
+def test_a_corrupt_original_without_manifest_gets_a_failed_manifest(stack):
+    key = "uploads/images/original/broken.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=tiny_jpeg(7)[:300])
+    result = backfill(stack, key, load_registry())
+    assert result.status == FAILED and "corrupt JPEG" in result.detail
+    assert stack.manifest("broken.jpg")["status"] == "failed"
+
+
+def test_a_live_upload_landing_during_the_backfill_is_not_overwritten(stack, install_plugin, monkeypatch):
+    from pipeline import resize
+
+    key = upload(stack, "race.jpg", tiny_jpeg(8, (300, 200)))
+    bigger = with_plugin(install_plugin)
+    render = resize.outputs_for_original
+    injected = []
+
+    def render_then_upload_version_2(*args, **kwargs):
+        result = render(*args, **kwargs)
+        if not injected:  # while the backfill renders version 1, version 2 lands and is processed live
+            injected.append(True)
+            upload(stack, "race.jpg", tiny_jpeg(9, (200, 300)), bigger)
+        return result
+
+    monkeypatch.setattr(resize, "outputs_for_original", render_then_upload_version_2)
+    backfill(stack, key, bigger)
+    manifest = stack.manifest("race.jpg")
+    head = stack.s3.head_object(Bucket=UPLOADS, Key=key)
+    assert manifest["source"]["etag"] == head["ETag"].strip('"')
+    for name in DEFAULTS + ["panorama"]:
+        obj = stack.s3.get_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/race.jpg")
+        assert obj["Metadata"]["source-etag"] == manifest["source"]["etag"], name
+        image = Image.open(io.BytesIO(obj["Body"].read()))
+        assert image.size == (manifest["variations"][name]["width"], manifest["variations"][name]["height"])
+
+
+def task_event(key: str, bucket: str = UPLOADS, arguments: dict | None = None) -> dict:
+    from urllib.parse import quote_plus
+
+    return {"invocationSchemaVersion": "2.0", "invocationId": "YXNkbGZqYWRmaiBhc2RmdW9hZHNmZGpmaGFzbGtkaGZza2RmaAo",
+            "job": {"id": "f3cc4f60-61f6-4a2b-8a21-d07600c373ce", "userArguments": arguments or {}},
+            "tasks": [{"taskId": "dGFza2lkZ29lc2hlcmUK", "s3Key": quote_plus(key, safe="/"), "s3VersionId": None,
+                       "s3Bucket": bucket}]}
+
+
+@pytest.mark.parametrize("path", ["summer trip/IMG 0042.jpg", "a+b/c+d.jpg", "2026/caf\u00e9/\u5199\u771f \u2013 1.jpg"])
+def test_the_backfill_function_takes_schema_2_tasks_with_awkward_keys(stack, path, install_plugin):
+    key = upload(stack, path, tiny_jpeg(10))
+    with_plugin(install_plugin)
+    handlers._registry.cache_clear()
+    response = handlers.backfill_handler(task_event(key, arguments=scope_arguments(Scope(prune=False))), None)
+    assert response == {"invocationSchemaVersion": "2.0", "treatMissingKeysAs": "PermanentFailure",
+                        "invocationId": task_event(key)["invocationId"],
+                        "results": [{"taskId": "dGFza2lkZ29lc2hlcmUK", "resultCode": "Succeeded",
+                                     "resultString": "rendered:panorama"}]}
+    assert f"uploads/images/panorama/{path}" in stack.state(PROCESSED)
+    again = handlers.backfill_handler(task_event(key), None)
+    assert again["results"][0]["resultString"] == "up-to-date"
+
+
+def test_the_backfill_function_fails_an_unusable_original_permanently_and_throttling_temporarily(stack):
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/notes.jpg", Body=b"shopping list\n")
+    (result,) = handlers.backfill_handler(task_event("uploads/images/original/notes.jpg"), None)["results"]
+    assert result["resultCode"] == "PermanentFailure" and "not an image" in result["resultString"]
+    (result,) = handlers.backfill_handler(task_event("uploads/images/original/x.jpg", bucket="elsewhere"), None)["results"]
+    assert result["resultCode"] == "PermanentFailure" and "not an original of" in result["resultString"]
+
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def stream(self, **kwargs):
+            yield b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+    key = "uploads/images/original/slow.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=tiny_jpeg(11))
+    handlers.s3_client().meta.events.register(
+        "before-send.s3.GetObject", lambda request, **kw: AWSResponse(request.url, 503, {}, Raw()))
+    (result,) = handlers.backfill_handler(task_event(key), None)["results"]
+    assert result["resultCode"] == "TemporaryFailure" and "SlowDown" in result["resultString"]
+
+
+def test_user_arguments_round_trip_the_scope():
+    for scope in (Scope(), Scope(variations=frozenset({"medium", "og"}), force=True, prune=False, retry_failed=True)):
+        assert scope_from_arguments(scope_arguments(scope)) == scope
+    assert scope_from_arguments(None) == Scope(prune=False)
+
+
+def test_one_wildcard_per_re_rendered_variation_and_one_path_for_many():
+    registry = load_registry(PipelineConfig.from_dict({"plugins": {"webp": {"enabled": True}}}))
+    assert invalidation_prefixes({"small"}, set(), registry) == [
+        "uploads/images/manifest/", "uploads/images/small.webp/", "uploads/images/small/"]
+    assert invalidation_prefixes(set(), set(), registry) == []
+    assert len(invalidation_prefixes(set(DEFAULTS), set(), registry)) == 13
+    both = load_registry(PipelineConfig.from_dict({"plugins": {"webp": {"enabled": True}, "avif": {"enabled": True}}}))
+    assert invalidation_prefixes(set(DEFAULTS), set(), both) == ["uploads/images/"], "over 15 wildcards: one"
+
+
+def test_sampled_counts_have_error_bars_that_hold_the_truth():
+    import random
+
+    population = [i < 3000 for i in range(10000)]  # 30% need work
+    rng = random.Random(7)
+    inside = 0
+    for _ in range(200):
+        sample = reservoir(population, 400, rng)
+        interval = scaled(sum(sample), 400, len(population))
+        inside += interval.low <= 3000 <= interval.high
+    assert inside >= 180, f"a 95% interval held the truth {inside} times in 200"
+    assert scaled(5, 10, 10) == (5, 5, 5), "every manifest read: exact"
