@@ -32,7 +32,7 @@ LAMBDA_MEMORY_MB = (128, 10240)
 LAMBDA_TIMEOUT_S = (1, 900)
 # Lambda keeps this many concurrent executions of an account unreserved (PutFunctionConcurrency).
 UNRESERVED_MINIMUM = 100
-FUNCTIONS = 2  # resize and backup, each reserving `reservedConcurrency`
+FUNCTIONS = 2  # resize and backup, each reserving `reservedConcurrency`; the backfill reserves `backfillConcurrency`
 # CloudFront takes ACM certificates from us-east-1 only.
 CERTIFICATE_REGION = "us-east-1"
 # An IAM principal: an account's root, a role or a user. What a role's trust policy may name
@@ -249,31 +249,41 @@ def _stop_without_missing_settings(settings: StackSettings) -> None:
                           + "\n".join(f"  {key}: {why}" for key, why in missing.items()))
 
 
+def reserved_concurrency(settings: StackSettings) -> int:
+    """Every concurrent execution the stack's functions reserve: `reservedConcurrency` for each of
+    resize and backup (-1: none), and `backfillConcurrency` for the backfill function, always."""
+    return FUNCTIONS * max(settings.reserved_concurrency, 0) + settings.backfill_concurrency
+
+
 def required_account_concurrency(settings: StackSettings) -> int:
     """The smallest Lambda concurrency limit an account needs for the functions' reservations."""
+    return reserved_concurrency(settings) + UNRESERVED_MINIMUM
+
+
+def _reservations(settings: StackSettings) -> str:
+    backfill = f"'backfillConcurrency' {settings.backfill_concurrency} for the backfill function"
     if settings.reserved_concurrency < 0:
-        return 0
-    return FUNCTIONS * settings.reserved_concurrency + UNRESERVED_MINIMUM
+        return backfill
+    return (f"'reservedConcurrency' {settings.reserved_concurrency} for each of the resize and backup functions, "
+            f"and {backfill},")
 
 
 def advice(settings: StackSettings) -> list[str]:
     """Settings AWS may still refuse on some accounts, or that weaken a protection: warnings."""
     warnings = []
     needed = required_account_concurrency(settings)
-    if needed:
-        limit = settings.account_concurrency_limit
-        if limit is None:
-            warnings.append(
-                f"'reservedConcurrency' {settings.reserved_concurrency} for {FUNCTIONS} functions needs an account "
-                f"Lambda concurrency limit of at least {needed} (Lambda keeps {UNRESERVED_MINIMUM} unreserved); new "
-                f"accounts start lower. Set 'accountConcurrencyLimit' to yours (aws lambda get-account-settings) "
-                f"to check it here, or 'reservedConcurrency' to -1")
-        elif limit < needed:
-            warnings.append(
-                f"'reservedConcurrency' {settings.reserved_concurrency} for {FUNCTIONS} functions needs an account "
-                f"Lambda concurrency limit of at least {needed} (Lambda keeps {UNRESERVED_MINIMUM} unreserved), "
-                f"and 'accountConcurrencyLimit' says {limit}: creating the functions would fail. Lower "
-                f"'reservedConcurrency' or raise the quota first")
+    limit = settings.account_concurrency_limit
+    if limit is None:
+        warnings.append(
+            f"{_reservations(settings)} need an account Lambda concurrency limit of at least {needed} (Lambda "
+            f"keeps {UNRESERVED_MINIMUM} unreserved); new accounts start lower. Set 'accountConcurrencyLimit' to "
+            f"yours (aws lambda get-account-settings) to check it here, or lower 'reservedConcurrency' (-1 "
+            f"reserves none) or 'backfillConcurrency'")
+    elif limit < needed:
+        warnings.append(
+            f"{_reservations(settings)} need an account Lambda concurrency limit of at least {needed} (Lambda "
+            f"keeps {UNRESERVED_MINIMUM} unreserved), and 'accountConcurrencyLimit' says {limit}: creating the "
+            f"functions would fail. Lower 'reservedConcurrency' or 'backfillConcurrency', or raise the quota first")
     if not settings.deployer_arn:
         warnings.append("no 'deployerArn': the backup bucket's policy denies deleting and unlocking backups to "
                         "everyone, but anyone allowed by IAM may change its settings and policy")

@@ -1363,17 +1363,25 @@ def test_a_protect_data_that_is_no_boolean_is_refused_naming_the_key():
 
 
 def concurrency_warnings(deployment) -> list[str]:
-    return [w for w in deployment.warnings if "'reservedConcurrency'" in w]
+    return [w for w in deployment.warnings if "concurrency limit" in w]
 
 
 def test_reserved_concurrency_is_checked_against_the_account_limit():
-    (unstated,) = concurrency_warnings(deploy("prod"))  # 50 for each of two functions
-    assert "at least 200" in unstated and "'accountConcurrencyLimit'" in unstated
-    (too_small,) = concurrency_warnings(deploy("prod", {"accountConcurrencyLimit": "150"}))
-    assert "at least 200" in too_small and "would fail" in too_small
-    assert concurrency_warnings(deploy("prod", {"accountConcurrencyLimit": "200"})) == []
-    assert concurrency_warnings(deploy("dev")) == []  # -1 reserves nothing
-    assert concurrency_warnings(deploy("dev", {"reservedConcurrency": "0", "accountConcurrencyLimit": "100"})) == []
+    """Every reservation counts: reservedConcurrency for resize and backup, backfillConcurrency for
+    the backfill function (always reserved), and the 100 Lambda keeps unreserved."""
+    (unstated,) = concurrency_warnings(deploy("prod"))  # 50 for each of two functions, 10 for the backfill
+    assert "at least 210" in unstated and "'accountConcurrencyLimit'" in unstated
+    assert "'reservedConcurrency' 50" in unstated and "'backfillConcurrency' 10" in unstated
+    (too_small,) = concurrency_warnings(deploy("prod", {"accountConcurrencyLimit": "209"}))
+    assert "at least 210" in too_small and "would fail" in too_small
+    assert concurrency_warnings(deploy("prod", {"accountConcurrencyLimit": "210"})) == []
+    # dev reserves nothing for resize and backup (-1), but the backfill function still reserves its 10
+    (dev,) = concurrency_warnings(deploy("dev"))
+    assert "at least 110" in dev and "'reservedConcurrency'" not in dev.split(" need ")[0]
+    assert concurrency_warnings(deploy("dev", {"accountConcurrencyLimit": "110"})) == []
+    (too_small,) = concurrency_warnings(deploy("dev", {"backfillConcurrency": "50", "accountConcurrencyLimit": "110"}))
+    assert "at least 150" in too_small and "would fail" in too_small
+    assert concurrency_warnings(deploy("dev", {"reservedConcurrency": "0", "accountConcurrencyLimit": "110"})) == []
 
 
 def test_a_deployment_not_run_by_the_deployer_is_warned_about():
