@@ -15,7 +15,8 @@ from pipeline.storage import S3Store
 
 
 def backup_created(store: S3Store, change: ObjectChange, backup_bucket: str) -> Outcome:
-    if change.version_id and change.version_id in store.backed_up_versions(backup_bucket, change.key):
+    # "null" names whatever a bucket without versioning holds now, so it never proves a repeat.
+    if change.version_id not in (None, "null") and change.version_id in store.backed_up_versions(backup_bucket, change.key):
         return Outcome(change.key, "skipped", f"the backup already holds version {change.version_id}")
     copied = store.copy_version(change.bucket, change.key, change.version_id, backup_bucket)
     if copied is None:

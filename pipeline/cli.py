@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def process_files(files: list[str], out: str, registry, *, quiet: bool = False) -> int:
     from pipeline import keys
-    from pipeline.imaging import PluginFailure
+    from pipeline.types import PluginFailure
     from pipeline.outputs import outputs_for_original
     from pipeline.storage import LocalDirectory
 

@@ -10,6 +10,7 @@ outside the prefix) is returned as dropped, with the reason, for the handler to 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote_plus
 
@@ -30,6 +31,10 @@ class ObjectChange(NamedTuple):
 class Intake(NamedTuple):
     accepted: list[ObjectChange]
     dropped: list[tuple[str, str, str]]  # (bucket, key, reason)
+
+
+# What S3 writes as a sequencer: hexadecimal, 16 to 18 digits today; a longer one is not S3's.
+SEQUENCER = re.compile(r"[0-9A-Fa-f]{1,32}")
 
 
 class MalformedEvent(ValueError):
@@ -62,6 +67,9 @@ def object_changes(event: dict[str, Any], uploads_bucket: str) -> Intake:
                 dropped.append((change.bucket, change.key, f"not the uploads bucket {uploads_bucket!r}"))
             elif not keys.is_original(change.key):
                 dropped.append((change.bucket, change.key, f"outside {keys.ORIGINAL_PREFIX!r}"))
+            elif not keys.has_plain_segments(keys.source_path(change.key)):
+                dropped.append((change.bucket, change.key, "an empty, '.' or '..' path segment: its URLs would "
+                                                           "resolve to another original's"))
             else:
                 accepted.append(change)
     return Intake(accepted, dropped)
@@ -76,6 +84,8 @@ def _parse_s3_record(record: dict[str, Any]) -> ObjectChange | None:
     except (KeyError, TypeError) as error:
         raise MalformedEvent(f"S3 record without {error}") from None
     sequencer, version_id = obj.get("sequencer"), obj.get("versionId")
+    if not (isinstance(sequencer, str) and SEQUENCER.fullmatch(sequencer)):
+        sequencer = None  # S3 writes hexadecimal; anything else cannot be trusted to order events
     if event_name.startswith("ObjectCreated:"):
         etag = obj.get("eTag")
         return ObjectChange("created", event_name, bucket, key, obj.get("size"),

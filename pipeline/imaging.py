@@ -11,6 +11,7 @@ from large, ...), so the expensive full-size work happens once.
 from __future__ import annotations
 
 import importlib
+import math
 import io
 import os
 import time
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Mapping, NamedTuple
 
 from PIL import Image, ImageFile
 
-from pipeline.types import Encoder, Geometry, Variation
+from pipeline.types import Encoder, Geometry, PluginFailure, Variation
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
@@ -283,9 +284,9 @@ def plan_decode(size: tuple[int, int], orientation: int, registry: "Registry", *
     """Where every variation (or those in `only`) comes from, and the one decode size that serves them all."""
     upright = (size[1], size[0]) if orientation >= 5 else size
     variations = [
-        (variation, _plugin_call(registry, "transform", variation.transform, "plan",
-                                 registry.transforms[variation.transform].plan,
-                                 upright, (variation.width, variation.height)))
+        (variation, _checked_plan(registry, variation, upright, _plugin_call(
+            registry, "transform", variation.transform, "plan", registry.transforms[variation.transform].plan,
+            upright, (variation.width, variation.height))))
         for variation in registry.variations.values() if only is None or variation.name in only
     ]
     scale = min(max((g.scale for _, g in variations), default=1.0), 1.0)
@@ -352,18 +353,6 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None) -
     return Rendering(source, ordered, placeholder(intermediates[-1]))
 
 
-class PluginFailure(Exception):
-    """A plugin raised, or broke its contract, while rendering: the upload is fine, the code is not.
-
-    Not a verdict on the upload, so it never becomes a failed manifest: `process` reports it and
-    goes on, and in Lambda it is retried and then left in the dead-letter queue.
-    """
-
-    def __init__(self, plugin: str, hook: str, detail: str):
-        super().__init__(f"plugin {plugin!r} failed in {hook}: {detail}")
-        self.plugin, self.hook = plugin, hook
-
-
 WORKING_MODES = ("L", "LA", "RGB", "RGBA")
 
 
@@ -374,6 +363,25 @@ def _plugin_call(registry: "Registry", kind: str, name: str, hook: str, function
         raise
     except Exception as error:  # noqa: BLE001 - any plugin error becomes one line naming the plugin
         raise PluginFailure(registry.owner(kind, name), hook, f"{type(error).__name__}: {error}") from error
+
+
+def _checked_plan(registry: "Registry", variation: Variation, upright: tuple[int, int], geometry: object) -> Geometry:
+    """A transform's plan, or a PluginFailure saying how it breaks the contract: a Geometry of a
+    whole positive size showing a non-empty part of the image, never larger than that part."""
+    def broken(detail: str) -> PluginFailure:
+        return PluginFailure(registry.owner("transform", variation.transform), "plan",
+                             f"transform {variation.transform!r} planned {detail} for variation {variation.name!r}")
+
+    if not isinstance(geometry, Geometry):
+        raise broken(f"a {type(geometry).__name__}, not a Geometry")
+    (width, height), (left, top, right, bottom) = geometry.size, geometry.region
+    if not all(isinstance(v, int) and v > 0 for v in (width, height)):
+        raise broken(f"the size {geometry.size!r}")
+    if not (0 <= left < right <= upright[0] and 0 <= top < bottom <= upright[1]):
+        raise broken(f"the region {geometry.region!r} of a {upright[0]}x{upright[1]} image")
+    if width > math.ceil(right - left) or height > math.ceil(bottom - top):
+        raise broken(f"{width}x{height} from a {right - left:g}x{bottom - top:g} region (an upscale)")
+    return geometry
 
 
 def _check_postprocessed(registry: "Registry", name: str, before: Image.Image, after: object) -> None:

@@ -30,6 +30,25 @@ def source_path(original_key: str) -> str:
     return original_key[len(ORIGINAL_PREFIX):]
 
 
+# S3's limit on a key, in bytes of UTF-8: an original whose derived keys would pass it cannot be processed.
+MAX_KEY_BYTES = 1024
+
+
+def has_plain_segments(path: str) -> bool:
+    """No empty, `.` or `..` segment: a URL with one resolves to another path (`a/../b` is `b`), so
+    two keys that S3 keeps apart would share a URL."""
+    return all(segment not in ("", ".", "..") for segment in path.split("/"))
+
+
+def belongs_to(key: str, path: str) -> bool:
+    """Is `key` a variation's or an alternate's file of the original at `path`? (Never a manifest,
+    an original, or another original's file: what a stored manifest lists is only trusted as far.)"""
+    if not key.startswith(IMAGES_PREFIX) or not key.endswith("/" + path):
+        return False
+    folder = key[len(IMAGES_PREFIX):len(key) - len(path) - 1]
+    return bool(folder) and "/" not in folder and folder not in ("original", "manifest")
+
+
 def original_key(path: str) -> str:
     return ORIGINAL_PREFIX + path
 

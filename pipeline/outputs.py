@@ -150,7 +150,7 @@ def parse_manifest(body: bytes) -> dict[str, Any] | None:
     """A stored manifest, or None when it is not one this version can trust (then it is rewritten)."""
     try:
         manifest = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than a manifest ever has
         return None
     if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
         return None

@@ -24,7 +24,7 @@ import pluggy
 
 from pipeline import hookspecs
 from pipeline.config import PipelineConfig
-from pipeline.types import Encoder, PluginError, PostProcessor, Transform, Variation
+from pipeline.types import Encoder, PluginError, PluginFailure, PostProcessor, Transform, Variation
 
 # (module, enabled unless the configuration says otherwise)
 DEFAULT_PLUGINS: tuple[tuple[str, bool], ...] = (
@@ -72,7 +72,14 @@ class Registry:
         return [self.main_encoders.get(variation.name, main)] + alongside
 
     def postprocessors_for(self, variation: Variation) -> list[PostProcessor]:
-        return [p for p in self.postprocessors.values() if p.applies_to(variation)]
+        return [p for p in self.postprocessors.values() if self._applies(p, variation)]
+
+    def _applies(self, postprocessor: PostProcessor, variation: Variation) -> bool:
+        try:
+            return bool(postprocessor.applies_to(variation))
+        except Exception as error:  # noqa: BLE001 - a plugin's error becomes one line naming it
+            raise PluginFailure(self.owner("post-processor", postprocessor.name), "applies_to",
+                                f"{type(error).__name__}: {error}") from error
 
     def spec(self, variation: Variation) -> dict[str, Any]:
         """Everything that decides a variation's bytes, as plain data (never Python objects)."""

@@ -114,21 +114,35 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
     """
     path = keys.source_path(change.key)
     manifest_key = keys.manifest_key(path)
+    too_long = _too_long(path, registry)
+    if too_long:
+        return Outcome(change.key, "failed", too_long)
     event_order = sequencer_order(change.sequencer)
     forced = False
     for round_ in range(1, MAX_ROUNDS + 1):
         if stored is None or round_ > 1:
             stored = store.read_manifest(processed_bucket, manifest_key)
-        previous = stored.manifest
+        previous = _trusted(stored.manifest, change.key)
         applied = (previous or {}).get("source", {}).get("sequencer")
         if not forced and event_order and sequencer_order(applied) and sequencer_order(applied) > event_order:
-            return Outcome(change.key, "superseded", "a later event for this key was already applied")
+            # A later event was applied. Only a HEAD, not the download, tells whether its result
+            # still describes the original and its files are whole; if so there is nothing to do.
+            if _describes(previous, store.head_original(change.bucket, change.key)) and _intact(
+                    store, processed_bucket, previous, path, registry):
+                return Outcome(change.key, "superseded", "a later event for this key was already applied",
+                               rounds=round_)
+            forced = True
         sequencer = max((s for s in (applied, change.sequencer) if s), key=sequencer_order, default=None)
 
         original = store.get_original(change.bucket, change.key, registry.config.max_bytes)
         outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope)
         if outputs is None:
-            return dataclasses.replace(outcome, rounds=round_)
+            # Nothing to change, as far as the manifest says. A round that lost its commit and then
+            # died (a timeout, a crash) may have left its files under this manifest: check first.
+            if forced or _intact(store, processed_bucket, previous, path, registry):
+                return dataclasses.replace(outcome, rounds=round_)
+            forced = True
+            outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope)
 
         *files, manifest = outputs.objects
         for obj in files:
@@ -137,8 +151,8 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
         # Files the previous manifest listed that this one does not; for a removed original also
         # whatever the current definitions would have written, in case no manifest listed them.
         doomed = set(listed_keys(previous)) - set(listed_keys(outputs.manifest)) - written
-        if original is None:
-            doomed |= set(derived_keys(path, registry))
+        if original is None or forced:
+            doomed |= set(derived_keys(path, registry)) - set(listed_keys(outputs.manifest))
         if doomed:
             store.delete(processed_bucket, sorted(doomed))
         try:
@@ -192,6 +206,51 @@ def _plan(original: Original | None, key: str, previous: dict | None, sequencer:
                                    sequencer=sequencer, only=only, previous=previous if only is not None else None,
                                    kept=kept)
     return outputs, Outcome(key, "failed" if outputs.failed else "processed", outputs.reason)
+
+
+def _trusted(manifest: dict | None, key: str) -> dict | None:
+    """The manifest read, if it is this original's: its source names `key` and every file it lists
+    is one of this original's. Anything else is treated as missing (and rewritten), so a crafted
+    or misplaced manifest can never make a round delete another original's files."""
+    if manifest is None or manifest["source"].get("key") != key:
+        return None
+    path = keys.source_path(key)
+    return manifest if all(keys.belongs_to(k, path) for k in listed_keys(manifest)) else None
+
+
+def _describes(manifest: dict | None, current: tuple[str, str | None] | None) -> bool:
+    """Does the manifest describe the original's current state (its version, or its absence)?"""
+    if manifest is None:
+        return False
+    if current is None:
+        return manifest["status"] == "deleted"
+    etag, version_id = current
+    return manifest["status"] != "deleted" and (manifest["source"].get("etag"), manifest["source"].get("version_id")) \
+        == (etag, version_id)
+
+
+def _intact(store: S3Store, bucket: str, manifest: dict | None, path: str, registry: Registry) -> bool:
+    """Do the stored files match the manifest: each listed file there and made from its source with
+    its spec, and for a tombstone none of the files the definitions would write? One HEAD a file,
+    and only on the way to doing nothing."""
+    if manifest is None:
+        return False
+    if manifest["status"] in ("deleted", "failed"):  # no files at all
+        return all(found is None for found in store.file_sources(bucket, derived_keys(path, registry)).values())
+    expected = {}
+    for entry in manifest["variations"].values():
+        for file in [entry, *entry.get("alternates", [])]:
+            expected[file["key"]] = (manifest["source"].get("etag"), entry["spec_hash"])
+    return store.file_sources(bucket, sorted(expected)) == expected
+
+
+def _too_long(path: str, registry: Registry) -> str | None:
+    """Why the original cannot be processed when a key it needs passes S3's limit, or None."""
+    longest = max([keys.manifest_key(path), *derived_keys(path, registry)], key=lambda k: len(k.encode()))
+    if len(longest.encode()) <= keys.MAX_KEY_BYTES:
+        return None
+    return (f"the key {longest[:60]}... would be {len(longest.encode())} bytes, over S3's limit of "
+            f"{keys.MAX_KEY_BYTES}: the original's path is too long for its variations")
 
 
 def stale_variations(manifest: dict, registry: Registry) -> set[str]:

@@ -8,6 +8,7 @@ never making one, so that tests can run another event between any two of them.
 from __future__ import annotations
 
 import os
+import re
 from typing import NamedTuple
 
 from pipeline.outputs import OutputObject, parse_manifest
@@ -18,12 +19,17 @@ class LocalDirectory:
         self.root = os.fspath(root)
 
     def put(self, obj: OutputObject) -> str:
+        import tempfile
+
         target = os.path.join(self.root, obj.key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        temporary = target + ".partial"
-        with open(temporary, "wb") as file:
+        # Written beside the tree of keys (every key starts with uploads/), then renamed: a reader
+        # never sees half a file, and no temporary name can be another file's key.
+        scratch = os.path.join(self.root, ".partial")
+        os.makedirs(scratch, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=scratch, delete=False) as file:
             file.write(obj.body)
-        os.replace(temporary, target)  # a reader never sees half a file
+        os.replace(file.name, target)
         return target
 
 
@@ -43,6 +49,11 @@ class StoredManifest(NamedTuple):
 class Conflict(Exception):
     """A conditional write found the object changed since it was read: someone else wrote it."""
 
+
+# Manifests the pipeline writes are a few kilobytes; a bigger object there is not one of them.
+MAX_MANIFEST_BYTES = 1024 * 1024
+# The characters XML 1.0 can carry.
+_XML_SAFE = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
 
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchVersion")
 _CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
@@ -79,7 +90,35 @@ class S3Store:
             if _code(error) in _MISSING:
                 return StoredManifest(None, None)
             raise
-        return StoredManifest(parse_manifest(response["Body"].read()), response["ETag"].strip('"'))
+        etag = response["ETag"].strip('"')
+        if response["ContentLength"] > MAX_MANIFEST_BYTES:  # not one the pipeline wrote: rewritten, never read
+            response["Body"].close()
+            return StoredManifest(None, etag)
+        return StoredManifest(parse_manifest(response["Body"].read()), etag)
+
+    def head_original(self, bucket: str, key: str) -> tuple[str, str | None] | None:
+        """The current version's (ETag, version id), or None when the original is gone."""
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        except self.client.exceptions.ClientError as error:
+            if _code(error) in _MISSING:
+                return None
+            raise
+        return head["ETag"].strip('"'), head.get("VersionId")
+
+    def file_sources(self, bucket: str, keys: list[str]) -> dict[str, tuple[str, str] | None]:
+        """For each key, the (source-etag, spec-hash) its metadata records, or None when it is absent."""
+        found = {}
+        for key in keys:
+            try:
+                metadata = self.client.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+            except self.client.exceptions.ClientError as error:
+                if _code(error) in _MISSING:
+                    found[key] = None
+                    continue
+                raise
+            found[key] = (metadata.get("source-etag", ""), metadata.get("spec-hash", ""))
+        return found
 
     def put(self, bucket: str, obj: OutputObject) -> None:
         self.client.put_object(**self._put_arguments(bucket, obj))
@@ -108,6 +147,11 @@ class S3Store:
 
     def delete(self, bucket: str, keys: list[str]) -> None:
         unique = sorted(set(keys))
+        # DeleteObjects names keys in an XML body, which cannot carry control characters; such a
+        # key (legal in S3) goes in its own DeleteObject request, where it is part of the URL.
+        for key in [k for k in unique if not _XML_SAFE.fullmatch(k)]:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        unique = [k for k in unique if _XML_SAFE.fullmatch(k)]
         for start in range(0, len(unique), 1000):  # DeleteObjects takes at most 1000 keys
             batch = unique[start:start + 1000]
             response = self.client.delete_objects(

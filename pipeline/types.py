@@ -21,6 +21,18 @@ class PluginError(Exception):
     """A plugin or the configuration that enables it is wrong; the message says which and why."""
 
 
+class PluginFailure(Exception):
+    """A plugin raised, or broke its contract, while rendering: the upload is fine, the code is not.
+
+    Not a verdict on the upload, so it never becomes a failed manifest: `process` reports it and
+    goes on, and in Lambda it is retried and then left in the dead-letter queue.
+    """
+
+    def __init__(self, plugin: str, hook: str, detail: str):
+        super().__init__(f"plugin {plugin!r} failed in {hook}: {detail}")
+        self.plugin, self.hook = plugin, hook
+
+
 @dataclass(frozen=True)
 class Variation:
     """One rendition of every upload, stored under `uploads/images/<name>/`.

@@ -15,7 +15,8 @@ from typing import Callable
 
 from pipeline.storage import S3Store
 
-STORE_CALLS = ("get_original", "read_manifest", "put", "put_manifest", "delete", "backed_up_versions", "copy_version")
+STORE_CALLS = ("get_original", "head_original", "file_sources", "read_manifest", "put", "put_manifest", "delete",
+               "backed_up_versions", "copy_version")
 
 
 class SteppedStore(S3Store):

@@ -504,3 +504,159 @@ def test_the_backup_reports_each_record_with_its_key_and_what_it_did(stack, capf
         stack.s3.delete_object(Bucket=BACKUP, Key=key, VersionId=item["VersionId"])
     gone = handlers.backup_handler(event, None)["results"]
     assert gone == [{"key": key, "outcome": "gone", "reason": f"version {version} no longer exists; nothing to copy"}]
+
+
+def _die_before_the_next_commit(monkeypatch, state):
+    from pipeline.storage import S3Store
+
+    real = S3Store.put_manifest
+
+    def put_manifest(self, bucket, obj, *, replacing):
+        if state.pop("crash", False):
+            raise TimeoutError("Task timed out after 60.00 seconds")  # Lambda ends the invocation here
+        return real(self, bucket, obj, replacing=replacing)
+
+    monkeypatch.setattr(S3Store, "put_manifest", put_manifest)
+
+
+def test_a_round_that_dies_after_overwriting_a_newer_versions_files_is_repaired_by_its_retry(stack, monkeypatch):
+    from pipeline import resize
+
+    key = "uploads/images/original/slow.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
+    (first,) = stack.deliveries()
+    state = {}
+    _die_before_the_next_commit(monkeypatch, state)
+    render = resize.outputs_for_original
+
+    def render_then_let_version_2_finish(*args, **kwargs):
+        result = render(*args, **kwargs)
+        if "injected" not in state:  # while v1 renders, v2 is uploaded and fully processed
+            state["injected"] = True
+            stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+            (second,) = stack.deliveries()
+            handlers.resize_handler(second, None)
+            state["crash"] = True  # v1's round puts its files over v2's, then dies before its commit
+        return result
+
+    monkeypatch.setattr(resize, "outputs_for_original", render_then_let_version_2_finish)
+    with pytest.raises(handlers.RetryableFailure):
+        handlers.resize_handler(first, None)
+    assert [r["outcome"] for r in handlers.resize_handler(first, None)["results"]] == ["processed"]  # Lambda's retry
+    manifest = stack.manifest("slow.jpg")
+    assert manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
+    for name in DEFAULTS:
+        obj = stack.s3.head_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/slow.jpg")
+        assert obj["Metadata"]["source-etag"] == manifest["source"]["etag"], name
+
+
+def test_a_removal_that_dies_after_deleting_a_re_uploads_files_is_repaired_by_its_retry(stack, monkeypatch):
+    from pipeline.storage import S3Store
+
+    key = "uploads/images/original/gone.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
+    deliver(stack)
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    (removed,) = stack.deliveries()
+    state = {}
+    real_delete = S3Store.delete
+
+    def delete(self, bucket, keys):
+        if "reuploaded" not in state:  # between the removal's GET (gone) and its deletes, v2 arrives
+            state["reuploaded"] = True
+            stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+            (created,) = stack.deliveries()
+            handlers.resize_handler(created, None)
+            state["crash"] = True
+        return real_delete(self, bucket, keys)
+
+    monkeypatch.setattr(S3Store, "delete", delete)
+    _die_before_the_next_commit(monkeypatch, state)
+    with pytest.raises(handlers.RetryableFailure):
+        handlers.resize_handler(removed, None)
+    handlers.resize_handler(removed, None)  # Lambda's retry
+    manifest = stack.manifest("gone.jpg")
+    assert manifest["status"] == "ready" and manifest["variations"]["large"]["width"] == 600
+    assert all(k in stack.keys(PROCESSED) for k in variation_keys("gone.jpg")), "the re-upload's files are back"
+
+
+def test_one_record_with_a_huge_sequencer_cannot_freeze_the_key(stack):
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    (created,) = stack.deliveries()
+    for forged in ("F" * 32, "F" * 40, "not hex"):
+        message = json.loads(created["Records"][0]["Sns"]["Message"])
+        message["Records"][0]["s3"]["object"]["sequencer"] = forged  # replayed, forged or garbled
+        handlers.resize_handler({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(message)}}]}, None)
+    assert stack.manifest("photo.jpg")["source"]["sequencer"] == "F" * 32, "only S3-shaped sequencers are kept"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))  # a genuine replacement
+    (replaced,) = stack.deliveries()
+    assert [r["outcome"] for r in handlers.resize_handler(replaced, None)["results"]] == ["processed"]
+    assert stack.manifest("photo.jpg")["variations"]["large"]["width"] == 600
+
+
+def test_a_manifest_listing_another_originals_files_cannot_make_a_removal_delete_them(stack):
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/victim.jpg", Body=photo(400, 300))
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/a.jpg", Body=photo(400, 300, seed=2))
+    deliver(stack)
+    victim = {k: v for k, v in stack.state(PROCESSED).items() if "victim" in k}
+    manifest = stack.manifest("a.jpg")
+    manifest["variations"]["large"]["key"] = "uploads/images/large/victim.jpg"
+    manifest["variations"]["large"]["alternates"] = [{"key": "uploads/images/manifest/victim.jpg.json"}]
+    stack.s3.put_object(Bucket=PROCESSED, Key="uploads/images/manifest/a.jpg.json", Body=json.dumps(manifest))
+    stack.s3.delete_object(Bucket=UPLOADS, Key="uploads/images/original/a.jpg")
+    deliver(stack)
+    assert {k: v for k, v in stack.state(PROCESSED).items() if "victim" in k} == victim
+    assert stack.manifest("a.jpg")["status"] == "deleted"
+    assert [k for k in stack.keys(PROCESSED) if k.endswith("/a.jpg")] == []
+
+
+def test_an_original_whose_keys_would_pass_s3s_limit_fails_without_writing_anything(stack):
+    path = "p/" + "x" * (1020 - len("uploads/images/original/p/") - len(".jpg")) + ".jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=f"uploads/images/original/{path}", Body=photo(400, 300))
+    (event,) = stack.deliveries()
+    (result,) = handlers.resize_handler(event, None)["results"]
+    assert result["outcome"] == "failed" and "over S3's limit of 1024" in result["reason"]
+    assert stack.keys(PROCESSED) == [], "no orphan files: nothing that would need a key too long is written"
+
+
+def test_a_removed_original_with_a_control_character_in_its_key_loses_its_variations(stack):
+    key = "uploads/images/original/IMG\x01 0042.jpg"  # legal in S3; an XML body cannot carry U+0001
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))
+    for event in stack.deliveries():  # the resize function only: moto cannot list such a key back
+        handlers.resize_handler(event, None)
+    assert stack.manifest("IMG\x01 0042.jpg")["status"] == "ready"
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    for event in stack.deliveries():
+        handlers.resize_handler(event, None)
+    assert stack.manifest("IMG\x01 0042.jpg")["status"] == "deleted"
+    assert [k for k in stack.keys(PROCESSED) if "/manifest/" not in k] == []
+
+
+@pytest.mark.parametrize("path", ["x/../victim.jpg", "./a.jpg", "a//b.jpg"])
+def test_a_path_whose_urls_would_resolve_elsewhere_is_dropped(stack, path):
+    stack.s3.put_object(Bucket=UPLOADS, Key=f"uploads/images/original/{path}", Body=photo(400, 300))
+    (event,) = stack.deliveries()
+    assert handlers.resize_handler(event, None)["results"] == []
+    assert stack.keys(PROCESSED) == []
+
+
+def test_a_version_named_null_is_never_taken_for_one_already_backed_up():
+    """"null" names whatever a bucket without versioning holds now: two uploads, one name."""
+    from pipeline.backup import backup_created
+    from pipeline.events import ObjectChange
+
+    class Store:
+        copied: list = []
+
+        def backed_up_versions(self, bucket, key):
+            return {"null"}
+
+        def copy_version(self, source_bucket, key, version_id, target_bucket):
+            self.copied.append(version_id)
+            return {"ContentLength": 1}
+
+    store = Store()
+    change = ObjectChange("created", "ObjectCreated:Put", "uploads", "uploads/images/original/a.jpg", 10, "e2",
+                          "0062D1A0B3C4D5E6F8", "null")
+    assert backup_created(store, change, "backup").outcome == "processed" and store.copied == ["null"]

@@ -339,3 +339,55 @@ def test_an_encoder_that_returns_nothing_names_the_plugin():
     registry.encoders["jpeg"] = Encoder("jpeg", "jpg", "image/jpeg", lambda image: b"")
     with pytest.raises(PluginFailure, match="plugin 'jpeg' failed in encode: encoder 'jpeg' returned an empty file"):
         render_outputs(encode(Image.new("RGB", (80, 60)), "PNG"), registry)
+
+
+BAD_PLANS = {
+    "not a Geometry": ("return (box, (0, 0) + tuple(source_size))", "planned a tuple, not a Geometry"),
+    "an empty region": ("return Geometry(size=box, region=(0, 0, 0, 0))", "the region (0, 0, 0, 0)"),
+    "a region outside the image": ("return Geometry(size=box, region=(0, 0, source_size[0] * 2, source_size[1]))",
+                                   "of a 800x600 image"),
+    "a zero size": ("return Geometry(size=(0, 0), region=(0, 0) + tuple(source_size))", "the size (0, 0)"),
+    "an upscale": ("return Geometry(size=(1600, 1200), region=(0, 0) + tuple(source_size))", "(an upscale)"),
+}
+
+
+@pytest.mark.parametrize("what", BAD_PLANS)
+def test_a_transform_that_breaks_its_contract_names_the_plugin_and_hook(install_plugin, what):
+    from pipeline.types import PluginFailure
+
+    body, complaint = BAD_PLANS[what]
+    install_plugin("bad_transform", f"""
+        from pipeline.hookspecs import hookimpl
+        from pipeline.types import Geometry, Transform, Variation
+
+        def plan(source_size, box):
+            {body}
+
+        @hookimpl
+        def register_transforms(register):
+            register(Transform("bad", plan))
+
+        @hookimpl
+        def register_variations(register):
+            register(Variation("banner", "bad", 400, 100))
+    """)
+    registry = build_registry(PipelineConfig())
+    with pytest.raises(PluginFailure, match="plugin 'bad_transform' failed in plan: transform 'bad' planned ") as failure:
+        render_outputs(encode(Image.new("RGB", (800, 600), (9, 9, 9)), "PNG"), registry)
+    assert complaint in str(failure.value)
+
+
+def test_an_applies_to_that_raises_names_the_plugin_and_hook(install_plugin):
+    from pipeline.types import PluginFailure
+
+    install_plugin("bad_filter", """
+        from pipeline.hookspecs import hookimpl
+        from pipeline.types import PostProcessor
+
+        @hookimpl
+        def register_postprocessors(register):
+            register(PostProcessor("marks", lambda image: image, lambda variation: variation.options["x"]))
+    """)
+    registry = build_registry(PipelineConfig())
+    with pytest.raises(PluginFailure, match="plugin 'bad_filter' failed in applies_to: KeyError"):
+        render_outputs(encode(Image.new("RGB", (80, 60)), "PNG"), registry)

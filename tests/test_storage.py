@@ -146,3 +146,20 @@ def test_a_head_error_for_a_version_that_still_exists_is_raised_not_taken_for_go
     with pytest.raises(ClientError, match="403"):
         store.copy_version("versioned", "o", version, "bkt")
     assert s3.list_objects_v2(Bucket="bkt").get("KeyCount") == 0
+
+
+def test_a_file_named_like_anothers_temporary_keeps_its_own_bytes(tmp_path):
+    directory = LocalDirectory(tmp_path)
+    directory.put(OutputObject("uploads/images/large/p.png.partial", b"first", "image/jpeg", "", {}))
+    directory.put(OutputObject("uploads/images/large/p.png", b"second", "image/jpeg", "", {}))
+    large = tmp_path / "uploads/images/large"
+    assert {p.name: p.read_bytes() for p in large.iterdir()} == {"p.png.partial": b"first", "p.png": b"second"}
+
+
+def test_an_oversized_or_deeply_nested_manifest_is_untrusted_not_a_crash(s3):
+    from pipeline.outputs import parse_manifest
+
+    assert parse_manifest(b"[" * 100_000 + b"]" * 100_000) is None
+    s3.put_object(Bucket="bkt", Key="big.json", Body=b" " * (1024 * 1024 + 1))
+    stored = S3Store(s3).read_manifest("bkt", "big.json")
+    assert stored.manifest is None and stored.etag
