@@ -1,8 +1,9 @@
-"""`python -m pipeline`: process local files, list plugins, sign a browser's upload.
+"""`python -m pipeline`: process local files, list plugins, sign a browser's upload, run the local stack.
 
     python -m pipeline process FILE... --out DIR [--config FILE] [--quiet]
     python -m pipeline plugins [--config FILE]
     python -m pipeline sign PATH [--bucket B] [--prefix-only] [--content-type T] [--expires S] [--json] [--config FILE]
+    python -m pipeline local [--upload FILE... [--once]] [--port N] [--cdn-port N] [--s3-port N] [--config FILE] ...
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     sign.add_argument("--json", action="store_true", help="print one JSON object: url, fields, key, ...")
     sign.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML): its max_bytes")
 
+    local = commands.add_parser("local", help="run the whole pipeline on this machine: S3, SNS, the functions, "
+                                "a CDN and a page, on 127.0.0.1", formatter_class=_HelpFormatter)
+    local.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML) for the functions")
+    from pipeline.local.command import add_arguments
+
+    add_arguments(local)
+
     args = parser.parse_args(argv)
     try:
         config = PipelineConfig.from_file(args.config) if args.config else PipelineConfig.from_env()
@@ -69,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "plugins":
         return list_plugins(registry)
+    if args.command == "local":
+        from pipeline.local.command import run
+
+        return run(args, config)
     return process_files(args.files, args.out, registry, quiet=args.quiet)
 
 
