@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -126,6 +127,16 @@ def test_ctrl_c_stops_everything_cleanly():
                 break
         page = next(line.split()[-1] for line in lines if line.strip().startswith("page"))
         assert requests.get(page, timeout=10).status_code == 200
+        # What it prints is all a boto3 script in another process needs.
+        exports = dict(shlex.split(line.strip().removeprefix("export "))[0].split("=", 1) for line in lines
+                       if line.strip().startswith("export "))
+        assert json.loads(exports["PIPELINE_CONFIG"])["max_bytes"] == 50 * 1024 * 1024
+        script = ("import boto3, os; print(sorted(b['Name'] for b in boto3.client('s3').list_buckets()['Buckets'])"
+                  " == sorted([os.environ['UPLOADS_BUCKET'], os.environ['PROCESSED_BUCKET'], os.environ['BACKUP_BUCKET']]))")
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        listed = subprocess.run([sys.executable, "-c", script], env={**environment, **exports},
+                                capture_output=True, text=True, timeout=60)
+        assert listed.stdout.strip() == "True", listed.stderr
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
