@@ -24,11 +24,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	cd examples/og-image && $(CURDIR)/$(BIN)/python -m pytest
 
+# The local stack (S3, SNS, the two functions, a CDN and a page, on 127.0.0.1), the sample photos
+# uploaded through S3 and a table of their variations; then the page until Ctrl-C.
+# `make demo ARGS=--once` stops after the table.
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/python -m pipeline.samples $(DEMO)/photos
-	$(BIN)/python -m pipeline process $(DEMO)/photos/* --out $(DEMO)/out
-	@echo "written under $(DEMO)/out"
+	$(BIN)/image-pipeline local --upload $(DEMO)/photos/* $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/bench.txt

@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from pipeline.caching import (CONTENT_SECURITY_POLICY, DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION,
-                              ORIGINAL_IMAGE_TYPES, VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE)
+# The header rules themselves (viewer_response_headers, served_as_image, security_headers, ...)
+# live in pipeline.caching, pure, so that the local CDN applies exactly what these functions and
+# this policy do; here they become JavaScript and Pulumi resources.
+from pipeline.caching import (CONTENT_SECURITY_POLICY, CORS_ALLOWED_HEADERS, CORS_METHODS, DOWNLOAD_CONTENT_TYPE,
+                              DOWNLOAD_DISPOSITION, FRAME_OPTIONS, HSTS_MAX_AGE, MEDIA_TYPE_PATTERN,
+                              ORIGINAL_IMAGE_TYPES, REFERRER_POLICY, VARIATION_CACHE, VERSION_PARAMETER,
+                              VERSIONED_CACHE)
 
 ERROR_CACHE_SECONDS = 5
 CACHED_ERRORS = (403, 404)
@@ -43,47 +47,6 @@ def _max_age(cache_control: str) -> int:
 # lifetime) and at most (a versioned one's).
 DEFAULT_TTL = _max_age(VARIATION_CACHE)
 MAX_TTL = _max_age(VERSIONED_CACHE)
-
-
-def viewer_cache_control(has_version: bool, origin_cache_control: str | None) -> str:
-    """The Cache-Control a viewer gets for a successful response: the rule the CloudFront function
-    applies (VIEWER_RESPONSE_CODE), for a local CDN to apply too. `has_version`: the request has a
-    non-empty `v` query parameter. Error responses (4xx, 5xx) keep whatever the origin sent."""
-    if has_version:
-        return VERSIONED_CACHE
-    return origin_cache_control or VARIATION_CACHE
-
-
-# The media type of a Content-Type value: what precedes its parameters, without the blanks HTTP
-# allows before it. The same pattern, as a JavaScript regular expression, is in the function.
-MEDIA_TYPE_PATTERN = r"^[ \t]*([^; \t]*)"
-
-
-def served_as_image(content_type: str | None) -> bool:
-    """Is an original stored with this Content-Type served as itself? Only when its media type,
-    in any case, is one of ORIGINAL_IMAGE_TYPES; no Content-Type at all is not an image."""
-    media_type = re.match(MEDIA_TYPE_PATTERN, content_type or "").group(1).lower()
-    return media_type in ORIGINAL_IMAGE_TYPES
-
-
-def original_download_headers(content_type: str | None) -> dict[str, str]:
-    """The headers the originals' function sets on a successful response: none for an image of an
-    accepted type; for anything else a type and a disposition that make a browser save it rather
-    than render it. For a local CDN to apply too."""
-    if served_as_image(content_type):
-        return {}
-    return {"content-type": DOWNLOAD_CONTENT_TYPE, "content-disposition": DOWNLOAD_DISPOSITION}
-
-
-def viewer_response_headers(headers: Mapping[str, str], *, has_version: bool, original: bool) -> dict[str, str]:
-    """Every header of a successful response once its behaviour's viewer-response function ran
-    (ORIGINALS_RESPONSE_CODE when `original`, else VIEWER_RESPONSE_CODE). `headers`: the origin's,
-    by lower-case name."""
-    result = dict(headers)
-    result["cache-control"] = viewer_cache_control(has_version, headers.get("cache-control"))
-    if original:
-        result.update(original_download_headers(headers.get("content-type")))
-    return result
 
 
 def _viewer_response_code(original: bool) -> str:
@@ -146,19 +109,19 @@ class Cdn(pulumi.ComponentResource):
         headers = aws.cloudfront.ResponseHeadersPolicy(
             f"{name}-headers", name=f"{pulumi.get_project()}-{pulumi.get_stack()}-headers", opts=child,
             security_headers_config={
-                "strict_transport_security": {"access_control_max_age_sec": 63072000, "include_subdomains": True,
+                "strict_transport_security": {"access_control_max_age_sec": HSTS_MAX_AGE, "include_subdomains": True,
                                               "override": True},
                 "content_type_options": {"override": True},
                 "content_security_policy": {"content_security_policy": CONTENT_SECURITY_POLICY, "override": True},
-                "frame_options": {"frame_option": "DENY", "override": True},
-                "referrer_policy": {"referrer_policy": "strict-origin-when-cross-origin", "override": True},
+                "frame_options": {"frame_option": FRAME_OPTIONS, "override": True},
+                "referrer_policy": {"referrer_policy": REFERRER_POLICY, "override": True},
             },
             # Reads with CORS (an app's fetch of a manifest) from the named origins only; an <img>
             # needs none.
             cors_config={
                 "access_control_allow_credentials": False,
-                "access_control_allow_headers": {"items": ["*"]},
-                "access_control_allow_methods": {"items": ["GET", "HEAD"]},
+                "access_control_allow_headers": {"items": list(CORS_ALLOWED_HEADERS)},
+                "access_control_allow_methods": {"items": list(CORS_METHODS)},
                 "access_control_allow_origins": {"items": args.cors_origins},
                 "origin_override": True,
             } if args.cors_origins else None)

@@ -9,9 +9,12 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import policies
+from pipeline.events import NOTIFICATION_EVENTS
+from pipeline.keys import ORIGINAL_PREFIX
 
-EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
-ORIGINALS_PREFIX = "uploads/images/original/"
+# The same events and prefix filter as the local stack's (pipeline/local/topology.py).
+EVENTS = list(NOTIFICATION_EVENTS)
+ORIGINALS_PREFIX = ORIGINAL_PREFIX
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""How long browsers and the CDN may keep what the pipeline serves.
+"""How long browsers and the CDN may keep what the pipeline serves, and every header the CDN sets.
 
 A variation's key is shared by every version of its original, so its bytes change on a
 replacement, a deletion or a re-render. Two kinds of request therefore get two lifetimes:
@@ -8,7 +8,16 @@ replacement, a deletion or a re-render. Two kinds of request therefore get two l
 - unversioned (the URL rule an app derives from the original's path): the stored object's own
   Cache-Control, kept short so that the CDN's copy plus a browser's copy are never older than
   five minutes in total, even when an invalidation is lost.
+
+The header rules below are pure functions and constants: infra/cdn.py builds the CloudFront
+Functions' JavaScript and the response headers policy from them, and the local CDN
+(pipeline/local/cdn.py) applies the same functions, so both send the same headers.
 """
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
 
 VERSION_PARAMETER = "v"
 VERSIONED_CACHE = "public, max-age=31536000, immutable"
@@ -34,3 +43,74 @@ DOWNLOAD_DISPOSITION = "attachment"
 # Every CDN response: a document that slips through anyway is inert (no script, no subresource,
 # an opaque origin).
 CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox"
+# The distribution's response headers policy, on every response: HSTS for two years, no framing,
+# no referrer beyond the origin across origins.
+HSTS_MAX_AGE = 63072000
+FRAME_OPTIONS = "DENY"
+REFERRER_POLICY = "strict-origin-when-cross-origin"
+# With CORS origins configured, an app's script on one of them may read with these methods (an
+# <img> needs no CORS at all).
+CORS_METHODS = ("GET", "HEAD")
+CORS_ALLOWED_HEADERS = ("*",)
+
+
+def viewer_cache_control(has_version: bool, origin_cache_control: str | None) -> str:
+    """The Cache-Control a viewer gets for a successful response: the rule the CloudFront function
+    applies (infra.cdn.VIEWER_RESPONSE_CODE). `has_version`: the request has a non-empty `v` query
+    parameter. Error responses (4xx, 5xx) keep whatever the origin sent."""
+    if has_version:
+        return VERSIONED_CACHE
+    return origin_cache_control or VARIATION_CACHE
+
+
+# The media type of a Content-Type value: what precedes its parameters, without the blanks HTTP
+# allows before it. The same pattern, as a JavaScript regular expression, is in the function.
+MEDIA_TYPE_PATTERN = r"^[ \t]*([^; \t]*)"
+
+
+def served_as_image(content_type: str | None) -> bool:
+    """Is an original stored with this Content-Type served as itself? Only when its media type,
+    in any case, is one of ORIGINAL_IMAGE_TYPES; no Content-Type at all is not an image."""
+    media_type = re.match(MEDIA_TYPE_PATTERN, content_type or "").group(1).lower()
+    return media_type in ORIGINAL_IMAGE_TYPES
+
+
+def original_download_headers(content_type: str | None) -> dict[str, str]:
+    """The headers the originals' function sets on a successful response: none for an image of an
+    accepted type; for anything else a type and a disposition that make a browser save it rather
+    than render it."""
+    if served_as_image(content_type):
+        return {}
+    return {"content-type": DOWNLOAD_CONTENT_TYPE, "content-disposition": DOWNLOAD_DISPOSITION}
+
+
+def viewer_response_headers(headers: Mapping[str, str], *, has_version: bool, original: bool) -> dict[str, str]:
+    """Every header of a successful response once its behaviour's viewer-response function ran
+    (infra.cdn.ORIGINALS_RESPONSE_CODE when `original`, else VIEWER_RESPONSE_CODE). `headers`: the
+    origin's, by lower-case name."""
+    result = dict(headers)
+    result["cache-control"] = viewer_cache_control(has_version, headers.get("cache-control"))
+    if original:
+        result.update(original_download_headers(headers.get("content-type")))
+    return result
+
+
+def security_headers() -> dict[str, str]:
+    """What the response headers policy adds to every response, errors included, by lower-case name."""
+    return {"strict-transport-security": f"max-age={HSTS_MAX_AGE}; includeSubDomains",
+            "x-content-type-options": "nosniff",
+            "content-security-policy": CONTENT_SECURITY_POLICY,
+            "x-frame-options": FRAME_OPTIONS,
+            "referrer-policy": REFERRER_POLICY}
+
+
+def cors_headers(origin: str | None, allowed_origins: Sequence[str], *, preflight: bool = False) -> dict[str, str]:
+    """The CORS headers of the response headers policy for a request from `origin`: none unless it is
+    one of `allowed_origins` (the stack's corsOrigins); a preflight also gets the methods and headers."""
+    if not origin or origin not in allowed_origins:
+        return {}
+    headers = {"access-control-allow-origin": origin}
+    if preflight:
+        headers["access-control-allow-methods"] = ", ".join((*CORS_METHODS, "OPTIONS"))
+        headers["access-control-allow-headers"] = ", ".join(CORS_ALLOWED_HEADERS)
+    return headers

@@ -1,10 +1,11 @@
 """`python -m pipeline` (or `image-pipeline`): process local files, list plugins, sign a browser's
-upload, backfill.
+upload, backfill, run the local stack.
 
     python -m pipeline process FILE... --out DIR [--config FILE] [--quiet]
     python -m pipeline plugins [--config FILE]
     python -m pipeline sign PATH [--bucket B] [--prefix-only] [--content-type T] [--expires S] [--json] [--config FILE]
     python -m pipeline backfill [--stack NAME | --uploads-bucket B --processed-bucket B] [--dry-run] ...
+    python -m pipeline local [--upload FILE... [--once]] [--port N] [--cdn-port N] [--s3-port N] [--config FILE] ...
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
 
     add_arguments(backfill)
 
+    local = commands.add_parser("local", help="run the whole pipeline on this machine: S3, SNS, the functions, "
+                                "a CDN and a page, on 127.0.0.1", formatter_class=_HelpFormatter)
+    local.add_argument("--config", metavar="FILE", help="pipeline configuration (JSON or TOML) for the functions")
+    from pipeline.local.command import add_arguments
+
+    add_arguments(local)
+
     args = parser.parse_args(argv)
     if args.command == "backfill":
         from pipeline.backfill.command import main as backfill_main
@@ -85,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "plugins":
         return list_plugins(registry)
+    if args.command == "local":
+        from pipeline.local.command import run
+
+        return run(args, config)
     return process_files(args.files, args.out, registry, quiet=args.quiet)
 
 

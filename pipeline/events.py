@@ -16,6 +16,10 @@ from urllib.parse import unquote_plus
 
 from pipeline import keys
 
+# What the uploads bucket notifies the topic of, for keys under keys.ORIGINAL_PREFIX only: the
+# real stack's bucket notification (infra/events.py) and the local stack's are made from these.
+NOTIFICATION_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
+
 
 class ObjectChange(NamedTuple):
     kind: Literal["created", "removed"]

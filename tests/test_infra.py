@@ -489,6 +489,26 @@ def test_every_behaviour_sends_nosniff_and_a_csp_that_makes_a_document_inert(sta
                                                  "override": True}
 
 
+def test_the_response_headers_policy_sends_what_security_headers_says(stack):
+    """pipeline.caching.security_headers() is what the local CDN sends: the same as this policy."""
+    from pipeline.caching import security_headers
+
+    _, deployment = stack
+    (headers,) = deployment.of_type("aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy")
+    security = headers.inputs["securityHeadersConfig"]
+    assert all(entry["override"] is True for entry in security.values())
+    hsts = security["strictTransportSecurity"]
+    sent = {"strict-transport-security": f"max-age={int(hsts['accessControlMaxAgeSec'])}"
+                                         + ("; includeSubDomains" if hsts["includeSubdomains"] else ""),
+            "x-content-type-options": "nosniff",
+            "content-security-policy": security["contentSecurityPolicy"]["contentSecurityPolicy"],
+            "x-frame-options": security["frameOptions"]["frameOption"],
+            "referrer-policy": security["referrerPolicy"]["referrerPolicy"]}
+    assert set(security) == {"strictTransportSecurity", "contentTypeOptions", "contentSecurityPolicy",
+                             "frameOptions", "referrerPolicy"}
+    assert security_headers() == sent
+
+
 @pytest.mark.parametrize("has_version, origin, expected", [
     (True, None, "public, max-age=31536000, immutable"),
     (True, "public, max-age=120", "public, max-age=31536000, immutable"),
@@ -498,7 +518,7 @@ def test_every_behaviour_sends_nosniff_and_a_csp_that_makes_a_document_inert(sta
     (False, "", "public, max-age=120"),
 ])
 def test_the_viewer_cache_control_rule(has_version, origin, expected):
-    from infra.cdn import viewer_cache_control
+    from pipeline.caching import viewer_cache_control
 
     assert viewer_cache_control(has_version, origin) == expected
 
@@ -516,7 +536,7 @@ CONTENT_TYPES = [
 
 @pytest.mark.parametrize("content_type, served", CONTENT_TYPES)
 def test_an_original_that_is_no_accepted_image_is_a_download(content_type, served):
-    from infra.cdn import original_download_headers, served_as_image
+    from pipeline.caching import original_download_headers, served_as_image
 
     assert served_as_image(content_type) is served
     expected = {} if served else {"content-type": "application/octet-stream", "content-disposition": "attachment"}
@@ -562,7 +582,8 @@ needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="needs node
 @pytest.mark.parametrize("original", [False, True])
 def test_the_function_applies_the_same_rule_as_python(query, has_version, origin, original):
     """CloudFront's runtime is not node, but this code uses nothing either lacks."""
-    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE, viewer_response_headers
+    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE
+    from pipeline.caching import viewer_response_headers
 
     headers = {"content-type": "image/jpeg"} | ({} if origin is None else {"cache-control": origin})
     event = {"request": {"uri": "/uploads/images/original/a.jpg", "querystring": query},
@@ -576,7 +597,8 @@ def test_the_function_applies_the_same_rule_as_python(query, has_version, origin
 @needs_node
 def test_the_originals_function_and_python_agree_on_every_content_type():
     """One node run over every content type of CONTENT_TYPES, through both functions."""
-    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE, viewer_response_headers
+    from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE
+    from pipeline.caching import viewer_response_headers
 
     cases = [{} if t is None else {"content-type": t, "cache-control": "public, max-age=60"}
              for t, _ in CONTENT_TYPES]

@@ -42,7 +42,8 @@ def test_python_m_pipeline_runs_from_any_folder(tmp_path):
 
 
 def test_the_wheel_holds_every_module_of_pipeline_and_plugins(tmp_path):
-    """A regular (not editable) install gets every subpackage, pipeline.local included."""
+    """A regular (not editable) install gets every subpackage, pipeline.local included, and the
+    local stack's page."""
     source = tmp_path / "source"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("pipeline", "plugins"):
@@ -57,6 +58,10 @@ def test_the_wheel_holds_every_module_of_pipeline_and_plugins(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
     assert "pipeline/local/s3_notifications.py" in names
+    static = {str(path.relative_to(source)) for path in (source / "pipeline/local/static").iterdir()}
+    assert static == {"pipeline/local/static/index.html", "pipeline/local/static/app.js",
+                      "pipeline/local/static/style.css"}
+    assert static <= names, f"the local stack's page is missing from the wheel: {sorted(static - names)}"
     assert not any(name.startswith(("tests/", "infra/", "policy/")) for name in names)
     entry_points = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "image-pipeline = pipeline.cli:main" in entry_points

@@ -1,0 +1,148 @@
+"""The local stack's parts, each test with a stack of its own: the functions' environment and event,
+Lambda's retries and dead letters, and the `image-pipeline local` command (--once, Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest import ROOT
+from pipeline import keys, samples
+from pipeline.local.runner import event_keys
+from pipeline.local.topology import LocalStack, StackError
+
+VARIATIONS = {"large", "medium", "small", "xsmall", "square_medium", "square_small"}
+
+
+def test_one_stack_per_process():
+    with LocalStack():
+        with pytest.raises(StackError, match="already runs in this process"):
+            LocalStack().start()
+
+
+def test_the_functions_get_the_stacks_environment_and_nothing_that_leaves_the_machine(monkeypatch):
+    monkeypatch.setenv("CDN_DISTRIBUTION_ID", "E2EXAMPLE")
+    monkeypatch.setenv("AWS_PROFILE", "production")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://s3.example.com")
+    seen = {}
+
+    def resize(event, context):
+        seen.update({name: os.environ.get(name) for name in (
+            "UPLOADS_BUCKET", "PROCESSED_BUCKET", "BACKUP_BUCKET", "PIPELINE_CONFIG", "CDN_DISTRIBUTION_ID",
+            "AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")})
+        seen["event"] = event
+        return {"results": []}
+
+    with LocalStack(functions={"resize": resize}, pipeline_config='{"max_bytes": 1000}') as running:
+        running.client("s3").put_object(Bucket=running.buckets["uploads"], Key=keys.original_key("a b.jpg"), Body=b"x")
+        assert running.wait_idle(10)
+        environment = running.environment()
+    assert seen["UPLOADS_BUCKET"] == environment["UPLOADS_BUCKET"] and seen["PIPELINE_CONFIG"] == '{"max_bytes": 1000}'
+    assert seen["PROCESSED_BUCKET"] and seen["BACKUP_BUCKET"] and seen["AWS_ENDPOINT_URL"] == environment["AWS_ENDPOINT_URL"]
+    assert seen["CDN_DISTRIBUTION_ID"] is None and seen["AWS_PROFILE"] is None and seen["AWS_ENDPOINT_URL_S3"] is None
+    (record,) = seen["event"]["Records"]
+    assert record["EventSource"] == "aws:sns" and record["EventSubscriptionArn"].startswith(running.topic_arn + ":")
+    assert set(record["Sns"]) == {"Type", "MessageId", "TopicArn", "Subject", "Message", "Timestamp",
+                                  "SignatureVersion", "Signature", "SigningCertUrl", "UnsubscribeUrl",
+                                  "MessageAttributes"}
+    (s3_record,) = json.loads(record["Sns"]["Message"])["Records"]
+    assert s3_record["s3"]["object"]["key"] == "uploads/images/original/a+b.jpg"
+    assert s3_record["s3"]["object"]["versionId"] and s3_record["s3"]["object"]["sequencer"]
+    # ... and everything is back as it was once the stack stopped.
+    assert os.environ["CDN_DISTRIBUTION_ID"] == "E2EXAMPLE" and os.environ["AWS_PROFILE"] == "production"
+    assert os.environ["AWS_ENDPOINT_URL_S3"] == "https://s3.example.com" and "UPLOADS_BUCKET" not in os.environ
+
+
+def test_a_failing_invocation_is_retried_twice_then_dead_lettered():
+    calls = []
+
+    def flaky(event, context):  # fails twice, then works: no dead letter
+        if not event_keys(event):
+            return {"results": []}  # the s3:TestEvent that configuring the notification sends
+        calls.append(("flaky", time.monotonic()))
+        if len([c for c in calls if c[0] == "flaky"]) < 3:
+            raise RuntimeError("S3 slowed down")
+        return {"results": []}
+
+    def broken(event, context):
+        if not event_keys(event):
+            return {"results": []}
+        calls.append(("broken", time.monotonic()))
+        raise RuntimeError("a plugin broke its contract")
+
+    with LocalStack(functions={"resize": flaky, "backup": broken}, retry_delays=(0.2, 0.4)) as running:
+        running.client("s3").put_object(Bucket=running.buckets["uploads"], Key=keys.original_key("x.jpg"), Body=b"x")
+        assert running.wait_idle(10)
+        letters = list(running.runner.dead_letters)
+    flaky_times = [t for name, t in calls if name == "flaky"]
+    broken_times = [t for name, t in calls if name == "broken"]
+    assert len(flaky_times) == 3 and len(broken_times) == 3
+    gaps = [b - a for a, b in zip(broken_times, broken_times[1:])]
+    assert 0.2 <= gaps[0] < 0.4 + 0.5 and 0.4 <= gaps[1] < 0.8 + 0.5, gaps  # the back-off
+    (letter,) = letters
+    assert letter.function == "backup" and letter.attempts == 3 and "a plugin broke its contract" in letter.error
+    assert letter.event["Records"][0]["EventSource"] == "aws:sns"
+    assert letter.to_dict()["keys"] == ["uploads/images/original/x.jpg"]
+
+
+def local_command(*arguments: str) -> subprocess.Popen:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "local", *arguments], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_local_upload_once_prints_the_table_and_exits(tmp_path):
+    (tmp_path / "a photo.jpg").write_bytes(samples.jpeg_bytes(samples.photo(900, 600, grain=0)))
+    process = local_command("--upload", str(tmp_path / "a photo.jpg"), "--once")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("  export AWS_ENDPOINT_URL=http://127.0.0.1:") for line in lines)
+    assert "  export UPLOADS_BUCKET=image-pipeline-local-uploads" in lines
+    header = next(index for index, line in enumerate(lines) if line.startswith("photo "))
+    rows = lines[header + 1:header + 8]
+    assert rows[0].startswith("a photo.jpg  ") and re.search(r"  \d+\.\d\d s  ", rows[0])
+    assert {name for name in VARIATIONS for row in rows[:6] if f" {name} " in row} == VARIATIONS
+    assert all("/uploads/images/" in row and "?v=" in row for row in rows[:6])
+    assert "(original)" in rows[6] and "900x600" in rows[6]
+    assert "local stack stopped" in err
+
+
+def test_ctrl_c_stops_everything_cleanly():
+    process = local_command()
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Serving "):
+                break
+        page = next(line.split()[-1] for line in lines if line.strip().startswith("page"))
+        assert requests.get(page, timeout=10).status_code == 200
+        # What it prints is all a boto3 script in another process needs.
+        exports = dict(shlex.split(line.strip().removeprefix("export "))[0].split("=", 1) for line in lines
+                       if line.strip().startswith("export "))
+        assert json.loads(exports["PIPELINE_CONFIG"])["max_bytes"] == 50 * 1024 * 1024
+        script = ("import boto3, os; print(sorted(b['Name'] for b in boto3.client('s3').list_buckets()['Buckets'])"
+                  " == sorted([os.environ['UPLOADS_BUCKET'], os.environ['PROCESSED_BUCKET'], os.environ['BACKUP_BUCKET']]))")
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        listed = subprocess.run([sys.executable, "-c", script], env={**environment, **exports},
+                                capture_output=True, text=True, timeout=60)
+        assert listed.stdout.strip() == "True", listed.stderr
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "local stack stopped" in err and "Traceback" not in err
+    with pytest.raises(requests.ConnectionError):
+        requests.get(page, timeout=5)
