@@ -32,8 +32,8 @@ import pulumi_aws as aws
 # this policy do; here they become JavaScript and Pulumi resources.
 from pipeline.caching import (CONTENT_SECURITY_POLICY, CORS_ALLOWED_HEADERS, CORS_METHODS, DOWNLOAD_CONTENT_TYPE,
                               DOWNLOAD_DISPOSITION, FRAME_OPTIONS, HSTS_MAX_AGE, MEDIA_TYPE_PATTERN,
-                              ORIGINAL_IMAGE_TYPES, REFERRER_POLICY, VARIATION_CACHE, VERSION_PARAMETER,
-                              VERSIONED_CACHE)
+                              ORIGINAL_IMAGE_TYPES, REFERRER_POLICY, SOURCE_ETAG_HEADER, SPEC_HASH_HEADER,
+                              VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE)
 
 ERROR_CACHE_SECONDS = 5
 CACHED_ERRORS = (403, 404)
@@ -50,13 +50,17 @@ MAX_TTL = _max_age(VERSIONED_CACHE)
 
 
 def _viewer_response_code(original: bool) -> str:
-    header, versioned, unversioned, parameter = (json.dumps(text) for text in (
-        "cache-control", VERSIONED_CACHE, VARIATION_CACHE, VERSION_PARAMETER))
+    header, versioned, unversioned, parameter, etag, spec = (json.dumps(text) for text in (
+        "cache-control", VERSIONED_CACHE, VARIATION_CACHE, VERSION_PARAMETER, SOURCE_ETAG_HEADER, SPEC_HASH_HEADER))
     code = (
+        'var crypto = require("crypto");\n'
         "function handler(event) {\n"
         "  var response = event.response, headers = response.headers;\n"
         f"  var version = event.request.querystring[{parameter}], origin = headers[{header}];\n"
-        "  if (version && version.value) {\n"
+        f"  var etag = headers[{etag}], spec = headers[{spec}];\n"
+        # a year only for the bytes of the version asked for (pipeline.caching.url_version)
+        '  if (version && version.value && etag && spec && crypto.createHash("sha256")\n'
+        '      .update(etag.value + "/" + spec.value).digest("hex").substring(0, 12) === version.value) {\n'
         f"    headers[{header}] = {{value: {versioned}}};\n"
         "  } else if (!(origin && origin.value)) {\n"
         f"    headers[{header}] = {{value: {unversioned}}};\n"

@@ -4,7 +4,8 @@ A variation's key is shared by every version of its original, so its bytes chang
 replacement, a deletion or a re-render. Two kinds of request therefore get two lifetimes:
 
 - versioned (`?v=...`, the URLs the manifest lists): `v` changes whenever the bytes do, so the
-  response may be kept for a year (the CDN's function sets VERSIONED_CACHE on these);
+  response may be kept for a year (the CDN's function sets VERSIONED_CACHE on these, when the
+  bytes answered are that version's);
 - unversioned (the URL rule an app derives from the original's path): the stored object's own
   Cache-Control, kept short so that the CDN's copy plus a browser's copy are never older than
   five minutes in total, even when an invalidation is lost.
@@ -16,6 +17,7 @@ Functions' JavaScript and the response headers policy from them, and the local C
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 
@@ -54,11 +56,24 @@ CORS_METHODS = ("GET", "HEAD")
 CORS_ALLOWED_HEADERS = ("*",)
 
 
-def viewer_cache_control(has_version: bool, origin_cache_control: str | None) -> str:
+def url_version(etag: str, spec_hash: str) -> str:
+    """The `v` of a variation's URL: it changes whenever the variation's bytes can change."""
+    return hashlib.sha256(f"{etag}/{spec_hash}".encode()).hexdigest()[:12]
+
+
+# The metadata every variation is stored with (pipeline.outputs), as S3 sends it in a response.
+SOURCE_ETAG_HEADER = "x-amz-meta-source-etag"
+SPEC_HASH_HEADER = "x-amz-meta-spec-hash"
+
+
+def viewer_cache_control(version: str | None, origin_cache_control: str | None,
+                         source_etag: str | None = None, spec_hash: str | None = None) -> str:
     """The Cache-Control a viewer gets for a successful response: the rule the CloudFront function
-    applies (infra.cdn.VIEWER_RESPONSE_CODE). `has_version`: the request has a non-empty `v` query
-    parameter. Error responses (4xx, 5xx) keep whatever the origin sent."""
-    if has_version:
+    applies (infra.cdn.VIEWER_RESPONSE_CODE). A year only when the requested `v` is the version of
+    the bytes answered (their metadata hashes to it): a manifest cached a little longer than its
+    original, or a race, can never pin other bytes under a `v` for a year. Error responses (4xx,
+    5xx) keep whatever the origin sent."""
+    if version and source_etag is not None and spec_hash is not None and url_version(source_etag, spec_hash) == version:
         return VERSIONED_CACHE
     return origin_cache_control or VARIATION_CACHE
 
@@ -84,12 +99,13 @@ def original_download_headers(content_type: str | None) -> dict[str, str]:
     return {"content-type": DOWNLOAD_CONTENT_TYPE, "content-disposition": DOWNLOAD_DISPOSITION}
 
 
-def viewer_response_headers(headers: Mapping[str, str], *, has_version: bool, original: bool) -> dict[str, str]:
+def viewer_response_headers(headers: Mapping[str, str], *, version: str | None, original: bool) -> dict[str, str]:
     """Every header of a successful response once its behaviour's viewer-response function ran
     (infra.cdn.ORIGINALS_RESPONSE_CODE when `original`, else VIEWER_RESPONSE_CODE). `headers`: the
     origin's, by lower-case name."""
     result = dict(headers)
-    result["cache-control"] = viewer_cache_control(has_version, headers.get("cache-control"))
+    result["cache-control"] = viewer_cache_control(version, headers.get("cache-control"),
+                                                   headers.get(SOURCE_ETAG_HEADER), headers.get(SPEC_HASH_HEADER))
     if original:
         result.update(original_download_headers(headers.get("content-type")))
     return result

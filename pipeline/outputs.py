@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from pipeline import keys
-from pipeline.caching import MANIFEST_CACHE, TOMBSTONE_TAG, VARIATION_CACHE, VERSION_PARAMETER
+from pipeline.caching import MANIFEST_CACHE, TOMBSTONE_TAG, VARIATION_CACHE, VERSION_PARAMETER, url_version
 from pipeline.imaging import RejectedImage, Rendering, judging_limits, render
 from pipeline.registry import Registry
 
@@ -125,11 +125,6 @@ def tombstone_outputs(original_key: str, sequencer: str | None) -> Outputs:
 def _source(source: SourceRef, size: int) -> dict[str, Any]:
     return {"key": source.key, "etag": source.etag, "version_id": source.version_id, "bytes": size,
             "sequencer": source.sequencer}
-
-
-def url_version(etag: str, spec_hash: str) -> str:
-    """The `v` of a variation's URL: it changes whenever the variation's bytes can change."""
-    return hashlib.sha256(f"{etag}/{spec_hash}".encode()).hexdigest()[:12]
 
 
 def versioned_url(key: str, version: str) -> str:

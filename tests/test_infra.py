@@ -509,18 +509,26 @@ def test_the_response_headers_policy_sends_what_security_headers_says(stack):
     assert security_headers() == sent
 
 
-@pytest.mark.parametrize("has_version, origin, expected", [
-    (True, None, "public, max-age=31536000, immutable"),
-    (True, "public, max-age=120", "public, max-age=31536000, immutable"),
-    (False, "public, max-age=60", "public, max-age=60"),  # a manifest keeps its own
-    (False, "no-store", "no-store"),
-    (False, None, "public, max-age=120"),
-    (False, "", "public, max-age=120"),
-])
-def test_the_viewer_cache_control_rule(has_version, origin, expected):
-    from pipeline.caching import viewer_cache_control
+METADATA = {"x-amz-meta-source-etag": "etag-1", "x-amz-meta-spec-hash": "spec-1"}
 
-    assert viewer_cache_control(has_version, origin) == expected
+
+@pytest.mark.parametrize("version, origin, metadata, expected", [
+    ("match", None, METADATA, "public, max-age=31536000, immutable"),
+    ("match", "public, max-age=120", METADATA, "public, max-age=31536000, immutable"),
+    ("0123456789ab", "public, max-age=120", METADATA, "public, max-age=120"),  # other bytes than v names
+    ("match", "public, max-age=120", {}, "public, max-age=120"),  # bytes of no version (an original)
+    (None, "public, max-age=60", METADATA, "public, max-age=60"),  # a manifest keeps its own
+    (None, "no-store", {}, "no-store"),
+    (None, None, {}, "public, max-age=120"),
+    (None, "", {}, "public, max-age=120"),
+])
+def test_the_viewer_cache_control_rule(version, origin, metadata, expected):
+    from pipeline.caching import url_version, viewer_cache_control
+
+    if version == "match":
+        version = url_version("etag-1", "spec-1")
+    assert viewer_cache_control(version, origin, metadata.get("x-amz-meta-source-etag"),
+                                metadata.get("x-amz-meta-spec-hash")) == expected
 
 
 # Stored content types of originals, and whether the CDN serves each as itself.
@@ -546,18 +554,20 @@ def test_an_original_that_is_no_accepted_image_is_a_download(content_type, serve
 @pytest.mark.parametrize("code_name", ["VIEWER_RESPONSE_CODE", "ORIGINALS_RESPONSE_CODE"])
 def test_the_function_code_is_made_of_exactly_the_shared_constants(code_name):
     import infra.cdn
-    from pipeline.caching import (DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION, ORIGINAL_IMAGE_TYPES, VARIATION_CACHE,
-                                  VERSION_PARAMETER, VERSIONED_CACHE)
+    from pipeline.caching import (DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION, ORIGINAL_IMAGE_TYPES, SOURCE_ETAG_HEADER,
+                                  SPEC_HASH_HEADER, VARIATION_CACHE, VERSION_PARAMETER, VERSIONED_CACHE)
 
     code = getattr(infra.cdn, code_name)
     literals = re.findall(r'"((?:[^"\\]|\\.)*)"', code)
-    expected = {"cache-control", VERSION_PARAMETER, VERSIONED_CACHE, VARIATION_CACHE}
+    # url_version's recipe: sha256 of "<source ETag>/<spec hash>", the first 12 hex digits
+    expected = {"cache-control", VERSION_PARAMETER, VERSIONED_CACHE, VARIATION_CACHE, SOURCE_ETAG_HEADER,
+                SPEC_HASH_HEADER, "crypto", "sha256", "/", "hex"}
     if code_name == "ORIGINALS_RESPONSE_CODE":
         expected |= {"content-type", "content-disposition", DOWNLOAD_CONTENT_TYPE, DOWNLOAD_DISPOSITION,
                      *ORIGINAL_IMAGE_TYPES}
     assert sorted(set(literals)) == sorted(expected)
     assert "'" not in code and "max-age" not in re.sub(r'"[^"]*"', "", code)
-    assert len(code.encode()) < 1024  # CloudFront allows 10 KB; small is the point
+    assert len(code.encode()) < 2048  # CloudFront allows 10 KB; small is the point
 
 
 def run_function(code: str, event: dict) -> dict:
@@ -571,27 +581,33 @@ needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="needs node
 
 
 @needs_node
-@pytest.mark.parametrize("query, has_version", [
-    ({"v": {"value": "3f2a9c"}, "w": {"value": "1"}}, True),
-    ({"v": {"value": "3f2a9c", "multiValue": [{"value": "3f2a9c"}, {"value": "0"}]}}, True),
-    ({"w": {"value": "1"}}, False),
-    ({"v": {"value": ""}}, False),  # `?v=` names no version
-    ({}, False),
+@pytest.mark.parametrize("query", [
+    {"v": {"value": "MATCH"}, "w": {"value": "1"}},
+    {"v": {"value": "MATCH", "multiValue": [{"value": "MATCH"}, {"value": "0"}]}},
+    {"v": {"value": "0123456789ab"}},  # a v the bytes answered are not
+    {"w": {"value": "1"}},
+    {"v": {"value": ""}},  # `?v=` names no version
+    {},
 ])
 @pytest.mark.parametrize("origin", [None, "", "public, max-age=60", "public, max-age=120"])
+@pytest.mark.parametrize("metadata", [METADATA, {}])
 @pytest.mark.parametrize("original", [False, True])
-def test_the_function_applies_the_same_rule_as_python(query, has_version, origin, original):
-    """CloudFront's runtime is not node, but this code uses nothing either lacks."""
+def test_the_function_applies_the_same_rule_as_python(query, origin, metadata, original):
+    """CloudFront's runtime is not node, but this code uses nothing either lacks (crypto's sha256 included)."""
     from infra.cdn import ORIGINALS_RESPONSE_CODE, VIEWER_RESPONSE_CODE
-    from pipeline.caching import viewer_response_headers
+    from pipeline.caching import url_version, viewer_response_headers
 
-    headers = {"content-type": "image/jpeg"} | ({} if origin is None else {"cache-control": origin})
+    query = json.loads(json.dumps(query).replace("MATCH", url_version("etag-1", "spec-1")))
+    headers = {"content-type": "image/jpeg"} | metadata | ({} if origin is None else {"cache-control": origin})
     event = {"request": {"uri": "/uploads/images/original/a.jpg", "querystring": query},
              "response": {"statusCode": 200, "headers": {k: {"value": v} for k, v in headers.items()}}}
     response = run_function(ORIGINALS_RESPONSE_CODE if original else VIEWER_RESPONSE_CODE, event)
     assert response["statusCode"] == 200
-    expected = viewer_response_headers(headers, has_version=has_version, original=original)
+    version = (query.get("v") or {}).get("value") or None
+    expected = viewer_response_headers(headers, version=version, original=original)
     assert response["headers"] == {k: {"value": v} for k, v in expected.items()}
+    if version == url_version("etag-1", "spec-1") and metadata:
+        assert response["headers"]["cache-control"] == {"value": "public, max-age=31536000, immutable"}
 
 
 @needs_node
@@ -610,7 +626,7 @@ def test_the_originals_function_and_python_agree_on_every_content_type():
                   f"{json.dumps(events)}.map(function (e) {{ return handler(e).headers; }})));")
         result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30, check=True)
         for headers, got in zip(cases, json.loads(result.stdout), strict=True):
-            expected = viewer_response_headers(headers, has_version=False, original=original)
+            expected = viewer_response_headers(headers, version=None, original=original)
             assert got == {k: {"value": v} for k, v in expected.items()}, headers
             if original and headers.get("content-type") in ("text/html", "image/svg+xml"):
                 assert got["content-disposition"] == {"value": "attachment"}

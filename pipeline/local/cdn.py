@@ -89,7 +89,7 @@ class LocalCdn:
         if status >= 400:
             return status, {**headers, **edge}, body
         version = (parse_qs(query).get(VERSION_PARAMETER) or [""])[0]
-        viewer = viewer_response_headers(headers, has_version=bool(version), original=origin == "uploads")
+        viewer = viewer_response_headers(headers, version=version or None, original=origin == "uploads")
         return status, {**viewer, **edge}, body
 
     def _origin(self, method: str, bucket: str, key: str, request_headers) -> tuple[int, dict[str, str], bytes]:
