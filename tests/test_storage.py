@@ -154,6 +154,8 @@ def test_a_file_named_like_anothers_temporary_keeps_its_own_bytes(tmp_path):
     directory.put(OutputObject("uploads/images/large/p.png", b"second", "image/jpeg", "", {}))
     large = tmp_path / "uploads/images/large"
     assert {p.name: p.read_bytes() for p in large.iterdir()} == {"p.png.partial": b"first", "p.png": b"second"}
+    assert sorted(os.listdir(tmp_path)) == [".partial", "uploads"], "temporary files stay beside the tree of keys"
+    assert os.listdir(tmp_path / ".partial") == [], "and none is left behind"
 
 
 def test_an_oversized_or_deeply_nested_manifest_is_untrusted_not_a_crash(s3):
