@@ -201,13 +201,13 @@ def list_plugins(registry) -> int:
     for plugin in registry.plugins:
         print(f"{plugin.name:<16}{plugin.source:<28}{'yes' if plugin.enabled else 'no'}")
     print()
-    print(f"{'variation':<16}{'plugin':<16}{'rule':<20}{'files':<12}spec hash")
+    print(f"{'variation':<16}{'plugin':<16}{'rule':<20}{'files':<12} spec hash")
     for variation in registry.variations.values():
         rule = f"{variation.transform} {variation.width}x{variation.height}"
         formats = "+".join(e.format for e in registry.renditions(variation))
         marks = "".join(f" +{p.name}" for p in registry.postprocessors_for(variation))
         print(f"{variation.name:<16}{registry.owner('variation', variation.name):<16}{rule:<20}"
-              f"{formats + marks:<12}{registry.spec_hash(variation)}")
+              f"{formats + marks:<12} {registry.spec_hash(variation)}")
     print()
     print("transforms:      " + ", ".join(f"{n} ({registry.owner('transform', n)})" for n in registry.transforms))
     print("encoders:        " + ", ".join(f"{n} ({registry.owner('encoder', n)})" for n in registry.encoders))
