@@ -101,17 +101,7 @@ def resize_s3_policy(uploads: str, processed: str, distribution_arn: str) -> dic
     """Read originals; write, tag and delete variations and manifests; invalidate paths on this
     stack's distribution (and no other); nothing else."""
     return document(
-        {"Sid": "ReadOriginals", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": f"{bucket_arn(uploads)}/{ORIGINALS}"},
-        # PutObject with a Tagging header (the tombstone) also needs s3:PutObjectTagging.
-        # Conditional writes (If-Match, If-None-Match) need nothing beyond s3:PutObject; a delete
-        # with If-Match: <ETag> needs s3:GetObject besides s3:DeleteObject, both granted here.
-        {"Sid": "WriteVariations", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"],
-         "Resource": f"{bucket_arn(processed)}/{IMAGES}"},
-        # Without ListBucket a missing key answers 403 instead of 404, which would look transient.
-        {"Sid": "TellMissingFromForbidden", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": [bucket_arn(uploads), bucket_arn(processed)]},
+        *_convergence_statements(uploads, processed),
         {"Sid": "InvalidateChangedPaths", "Effect": "Allow", "Action": "cloudfront:CreateInvalidation",
          "Resource": distribution_arn},
         _deny_writes_to(uploads),
@@ -194,16 +184,24 @@ def assume_role_by_batch_operations(account_id: str) -> dict[str, Any]:
 def backfill_s3_policy(uploads: str, processed: str) -> dict[str, Any]:
     """What the resize function may do to S3, and nothing of the CDN: the command invalidates
     one wildcard per variation at the end of a job."""
-    return document(
+    return document(*_convergence_statements(uploads, processed), _deny_writes_to(uploads))
+
+
+def _convergence_statements(uploads: str, processed: str) -> list[dict[str, Any]]:
+    """What apply_change does to S3, for the resize and the backfill function alike."""
+    return [
         {"Sid": "ReadOriginals", "Effect": "Allow", "Action": "s3:GetObject",
          "Resource": f"{bucket_arn(uploads)}/{ORIGINALS}"},
+        # PutObject with a Tagging header (the tombstone) also needs s3:PutObjectTagging.
+        # Conditional writes (If-Match, If-None-Match) need nothing beyond s3:PutObject; a delete
+        # with If-Match: <ETag> needs s3:GetObject besides s3:DeleteObject, both granted here.
         {"Sid": "WriteVariations", "Effect": "Allow",
          "Action": ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"],
          "Resource": f"{bucket_arn(processed)}/{IMAGES}"},
+        # Without ListBucket a missing key answers 403 instead of 404, which would look transient.
         {"Sid": "TellMissingFromForbidden", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": [bucket_arn(uploads), bucket_arn(processed)]},
-        _deny_writes_to(uploads),
-    )
+    ]
 
 
 def batch_job_policy(function_arn: str, jobs_bucket: str, uploads: str) -> dict[str, Any]:

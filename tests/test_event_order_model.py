@@ -19,20 +19,9 @@ from pipeline.events import object_changes
 from pipeline.registry import load_registry
 from pipeline.resize import apply_change
 from pipeline.storage import S3Store
-from test_interleavings import CONFIG, check_final_state, forget_run, version_bytes
+from test_interleavings import CONFIG, check_final_state, forget_run, stack, version_bytes  # noqa: F401 (stack: the module's moto)
 
 EXAMPLES = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def stack():
-    environment = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}
-    saved = {k: os.environ.get(k) for k in environment}
-    os.environ.update(environment)
-    with mock_aws():
-        yield Stack()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 class _Trace:
