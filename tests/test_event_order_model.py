@@ -5,15 +5,12 @@ state alone gives. hypothesis shrinks a failure to the shortest story."""
 from __future__ import annotations
 
 import itertools
-import os
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
-from moto import mock_aws
 
-from aws import BACKUP, UPLOADS, Stack
+from aws import BACKUP, UPLOADS
 from pipeline.backup import backup_created
 from pipeline.events import object_changes
 from pipeline.registry import load_registry
