@@ -165,3 +165,17 @@ def test_an_oversized_or_deeply_nested_manifest_is_untrusted_not_a_crash(s3):
     s3.put_object(Bucket="bkt", Key="big.json", Body=b" " * (1024 * 1024 + 1))
     stored = S3Store(s3).read_manifest("bkt", "big.json")
     assert stored.manifest is None and stored.etag
+
+
+def test_folder_invalidation_asks_for_one_wildcard_per_folder_in_one_request():
+    sent = []
+
+    class CloudFront:
+        def create_invalidation(self, **request):
+            sent.append(request)
+
+    paths = CdnInvalidator(CloudFront(), "E1").invalidate_folders(
+        ["uploads/images/og/", "uploads/images/og.webp", "uploads/images/og/", "uploads/images/caf\u00e9 x/"], reference="r2")
+    assert paths == ["/uploads/images/caf%C3%A9%20x/*", "/uploads/images/og.webp/*", "/uploads/images/og/*"]
+    assert sent == [{"DistributionId": "E1", "InvalidationBatch": {
+        "Paths": {"Quantity": 3, "Items": paths}, "CallerReference": "r2"}}]
