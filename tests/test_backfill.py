@@ -265,3 +265,32 @@ def test_sampled_counts_have_error_bars_that_hold_the_truth():
         inside += interval.low <= 3000 <= interval.high
     assert inside >= 180, f"a 95% interval held the truth {inside} times in 200"
     assert scaled(5, 10, 10) == (5, 5, 5), "every manifest read: exact"
+
+
+def test_what_needed_says_for_every_kind_of_manifest():
+    """The whole decision, reason included: the dry run and the JSON report print it."""
+    from pipeline.imaging import judging_limits
+
+    registry = load_registry()
+    defined = frozenset(registry.variations)
+    source = {"key": "uploads/images/original/a.jpg", "etag": "e1", "version_id": "v1", "sequencer": None}
+    ready = {"status": "ready", "source": source, "variations": {
+        name: {"key": f"uploads/images/{name}/a.jpg", "spec_hash": registry.spec_hash(v), "alternates": []}
+        for name, v in registry.variations.items()}}
+    failed = {"status": "failed", "source": source, "variations": {}, "reason": "not an image",
+              "limits": judging_limits(registry.config)}
+    assert needed(None, registry) == (defined, frozenset(), "no manifest", True)
+    assert needed({"status": "deleted", "source": source, "variations": {}}, registry) == (
+        defined, frozenset(), "a removal is recorded but the original exists", True)
+    assert needed(ready, registry, source_etag="e2") == (defined, frozenset(), "the manifest describes other bytes", True)
+    assert needed(ready, registry, source_etag="e1") == (frozenset(), frozenset(), "up to date", False)
+    assert needed(failed, registry) == (frozenset(), frozenset(), "failed: not an image", False)
+    assert needed(failed, registry, Scope(retry_failed=True)) == (defined, frozenset(), "failed before; retried", True)
+    assert needed({**failed, "limits": {"max_bytes": 1}}, registry) == (defined, frozenset(), "failed under other limits", True)
+    stale = {**ready, "variations": {**ready["variations"], "small": {**ready["variations"]["small"], "spec_hash": "x"},
+                                     "gone": {"key": "uploads/images/gone/a.jpg", "spec_hash": "y", "alternates": []}}}
+    assert needed(stale, registry) == (frozenset({"small"}), frozenset({"gone"}), "missing or stale: small; no longer defined: gone", False)
+    assert needed(stale, registry, Scope(prune=False)) == (frozenset({"small"}), frozenset(), "missing or stale: small", False)
+    assert needed(ready, registry, Scope(force=True, variations=frozenset({"large", "medium"}))) == (
+        frozenset({"large", "medium"}), frozenset(), "re-render: large, medium", False)
+    assert not needed(ready, registry).work and needed(stale, registry).work
