@@ -16,7 +16,8 @@ import io
 import os
 import time
 import warnings
-from typing import TYPE_CHECKING, Mapping, NamedTuple
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
 from PIL import Image, ImageFile
 
@@ -302,8 +303,14 @@ def estimate_memory(data: bytes, registry: "Registry") -> int:
     return _memory_needed(open_source(data, max_pixels=config.max_pixels, max_bytes=config.max_bytes), data, registry)
 
 
-def render(data: bytes, registry: "Registry", *, only: set[str] | None = None) -> Rendering:
+def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
+           on_variation: Callable[[RenderedVariation], None] | None = None, threads: int | None = None) -> Rendering:
     """Every variation of one upload (or those named in `only`), encoded.
+
+    `on_variation` gets each variation as soon as it is encoded, so its files can be stored
+    while the next are made. With more than one thread (default: one per CPU this process may
+    use), the big first step is cut in bands and each variation's resize and encodes run as soon
+    as their source exists, at the same time as the others': Pillow releases the GIL for each.
 
     Raises RejectedImage for an unusable upload and PluginFailure for a plugin that raised or
     broke its contract.
@@ -318,39 +325,115 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None) -
     plan = plan_decode(image.size, orientation, registry, only=only)
     upright = plan.upright
     source = SourceInfo("JPEG" if _is_jpeg(image) else image.format, upright[0], upright[1], len(data))
-    base = _decode_base(image, data, plan.wanted, orientation)
-    del image  # the full-size decode and its decoder's buffers go before the variations are made
-
-    # Whole-frame images to derive from, most detailed first; each stays unchanged once made.
-    intermediates: list[Image.Image] = [base]
-    rendered: dict[str, RenderedVariation] = {}
-    for variation, geometry in sorted(plan.variations, key=lambda planned: -planned[1].scale):
-        started = time.perf_counter()
-        pixels = _cut(intermediates, upright, geometry)
-        if geometry.shows_whole(upright) and pixels is not intermediates[-1]:
-            intermediates.append(pixels)
-        for postprocessor in registry.postprocessors_for(variation):
-            before = pixels
-            pixels = _plugin_call(registry, "post-processor", postprocessor.name, "apply", postprocessor.apply,
-                                  pixels.copy())  # intermediates must stay unmarked
-            _check_postprocessed(registry, postprocessor.name, before, pixels)
-        files = []
-        for encoder in registry.renditions(variation):
-            encoded = _plugin_call(registry, "encoder", encoder.format, "encode", encoder.encode, pixels)
-            if not isinstance(encoded, bytes) or not encoded:
-                what = "an empty file" if isinstance(encoded, bytes) else f"{type(encoded).__name__}, not bytes"
-                raise PluginFailure(registry.owner("encoder", encoder.format), "encode",
-                                    f"encoder {encoder.format!r} returned {what}")
-            files.append(EncodedFile(encoder, encoded))
-        rendered[variation.name] = RenderedVariation(
-            variation, registry.spec_hash(variation), pixels.width, pixels.height, files,
-            time.perf_counter() - started,
-        )
+    threads = threads or usable_cpus()
+    with (ThreadPoolExecutor(threads, thread_name_prefix="render") if threads > 1 else _Inline()) as pool:
+        base = _decode_base(image, data, plan.wanted, orientation, pool, threads)
+        del image  # the full-size decode and its decoder's buffers go before the variations are made
+        rendered, smallest = _variations(base, upright, plan.variations, registry, pool, on_variation)
 
     from pipeline.placeholder import placeholder
 
     ordered = [rendered[variation.name] for variation, _ in plan.variations]
-    return Rendering(source, ordered, placeholder(intermediates[-1]))
+    return Rendering(source, ordered, placeholder(smallest))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: Lambda gives one vCPU up to 1769 MB of memory, two above."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class _Inline(Executor):
+    """Runs each task at once in the calling thread: one CPU gains nothing from threads."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # noqa: BLE001 - handed to whoever waits, as a thread's would be
+            future.set_exception(error)
+        return future
+
+
+def _derivations(planned: list[tuple[Variation, Geometry]], upright: tuple[int, int],
+                 base_size: tuple[int, int]) -> list[int]:
+    """For each variation (most detailed first), where its pixels come from: -1 for the decode, else
+    the position of an earlier whole-frame variation, the smallest that still has the detail it needs."""
+    def scale_of(size: tuple[int, int]) -> float:
+        return min(size[0] / upright[0], size[1] / upright[1])
+
+    wholes: list[tuple[int, float]] = [(-1, scale_of(base_size))]  # (position, scale)
+    sources = []
+    for position, (_, geometry) in enumerate(planned):
+        enough = [w for w in wholes if w[1] >= geometry.scale * 0.995]
+        sources.append(min(enough, key=lambda w: w[1])[0] if enough else -1)
+        if geometry.shows_whole(upright):
+            wholes.append((position, scale_of(geometry.size)))
+    return sources
+
+
+def _variations(base: Image.Image, upright: tuple[int, int], planned: list[tuple[Variation, Geometry]],
+                registry: "Registry", pool: Executor,
+                on_variation: Callable[[RenderedVariation], None] | None) -> tuple[dict[str, RenderedVariation], Image.Image]:
+    """Resize and encode every variation, each as soon as its source exists; returns them and the
+    smallest whole-frame image (the placeholder's source). Sources are never changed once made."""
+    order = sorted(planned, key=lambda p: -p[1].scale)
+    sources = _derivations(order, upright, base.size)
+    pixels: dict[int, Image.Image] = {-1: base}
+    rendered: dict[str, RenderedVariation] = {}
+    pending: list[Future] = []
+    failures: list[BaseException] = []
+
+    def make(position: int) -> None:
+        if failures:
+            return
+        variation, geometry = order[position]
+        started = time.perf_counter()
+        pixels[position] = _cut(pixels[sources[position]], upright, geometry)
+        schedule(finish, position, started)  # before the variations made from it: its files are stored first
+        for child, source in enumerate(sources):
+            if source == position:
+                schedule(make, child)
+
+    def finish(position: int, started: float) -> None:
+        if failures:
+            return
+        variation, _ = order[position]
+        image = pixels[position]
+        for postprocessor in registry.postprocessors_for(variation):
+            before = image
+            image = _plugin_call(registry, "post-processor", postprocessor.name, "apply", postprocessor.apply,
+                                 image.copy())  # sources must stay unmarked
+            _check_postprocessed(registry, postprocessor.name, before, image)
+        files = [EncodedFile(encoder, _encoded(registry, encoder, image)) for encoder in registry.renditions(variation)]
+        done = RenderedVariation(variation, registry.spec_hash(variation), image.width, image.height, files,
+                                 time.perf_counter() - started)
+        rendered[variation.name] = done
+        if on_variation:
+            on_variation(done)
+
+    def schedule(task, *args) -> None:
+        future = pool.submit(task, *args)
+        future.add_done_callback(lambda f: f.exception() and failures.append(f.exception()))
+        pending.append(future)
+
+    for position, source in enumerate(sources):
+        if source == -1:
+            schedule(make, position)
+    while not all(future.done() for future in pending):  # tasks add tasks: wait until none is left
+        wait(pending)
+    if failures:
+        raise failures[0]
+    wholes = [p for p, (_, g) in enumerate(order) if g.shows_whole(upright)]
+    return rendered, pixels[min(wholes, key=lambda p: order[p][1].scale)] if wholes else base
+
+
+def _encoded(registry: "Registry", encoder: Encoder, image: Image.Image) -> bytes:
+    encoded = _plugin_call(registry, "encoder", encoder.format, "encode", encoder.encode, image)
+    if not isinstance(encoded, bytes) or not encoded:
+        what = "an empty file" if isinstance(encoded, bytes) else f"{type(encoded).__name__}, not bytes"
+        raise PluginFailure(registry.owner("encoder", encoder.format), "encode",
+                            f"encoder {encoder.format!r} returned {what}")
+    return encoded
 
 
 WORKING_MODES = ("L", "LA", "RGB", "RGBA")
@@ -396,7 +479,8 @@ def _check_postprocessed(registry: "Registry", name: str, before: Image.Image, a
                                              f"expected one of {', '.join(WORKING_MODES)}")
 
 
-def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orientation: int) -> Image.Image:
+def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orientation: int,
+                 pool: Executor | None = None, threads: int = 1) -> Image.Image:
     """Decode once at `wanted` (stored orientation); return it upright, sRGB, 8 bit, no metadata."""
     image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
     whole = shrink_on_load(image, data, wanted) if _is_jpeg(image) else (0, 0, *image.size)
@@ -410,8 +494,7 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
     sixteen_bit = image.mode.startswith("I;16")
     pixels = image if sixteen_bit else _eight_bit(image)
     if pixels.size != wanted:
-        pixels = pixels.resize(wanted, _filter_for(pixels), box=whole,
-                               reducing_gap=None if sixteen_bit else REDUCING_GAP)
+        pixels = _big_step(pixels, wanted, whole, None if sixteen_bit else REDUCING_GAP, pool, threads)
     pixels = _eight_bit(pixels)
     if orientation in UPRIGHT:
         pixels = pixels.transpose(UPRIGHT[orientation])
@@ -420,6 +503,29 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
         pixels = image.copy()
     pixels.info = {}  # no EXIF, GPS, XMP or profile may reach an output
     return pixels
+
+
+def _big_step(pixels: Image.Image, wanted: tuple[int, int], box: tuple[float, float, float, float],
+              reducing_gap: float | None, pool: Executor | None, threads: int) -> Image.Image:
+    """The resize out of the decode, in one horizontal band per thread when there are several.
+
+    A band is the same resize with the box of its rows: Pillow takes each output pixel's filter
+    taps from the whole image, so the bands join without a seam. Not when Pillow would first
+    reduce() by a whole factor, which works on blocks of rows that bands would cut.
+    """
+    resample = _filter_for(pixels)
+    reduces = reducing_gap is not None and max((box[2] - box[0]) / wanted[0], (box[3] - box[1]) / wanted[1]) >= 2 * reducing_gap
+    if pool is None or threads < 2 or reduces or wanted[1] < 16 * threads:
+        return pixels.resize(wanted, resample, box=box, reducing_gap=reducing_gap)
+    rows = [round(wanted[1] * band / threads) for band in range(threads + 1)]
+    step = (box[3] - box[1]) / wanted[1]
+    bands = [pool.submit(pixels.resize, (wanted[0], end - start), resample,
+                         (box[0], box[1] + start * step, box[2], box[1] + end * step))
+             for start, end in zip(rows, rows[1:])]
+    joined = Image.new(pixels.mode, wanted)
+    for start, band in zip(rows, bands):
+        joined.paste(band.result(), (0, start))
+    return joined
 
 
 def shrink_on_load(image: Image.Image, data: bytes, wanted: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -692,13 +798,8 @@ def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
     return converted
 
 
-def _cut(intermediates: list[Image.Image], upright: tuple[int, int], geometry: Geometry) -> Image.Image:
-    """Render a geometry from the smallest intermediate that still has the detail it needs."""
-    def scale_of(pixels: Image.Image) -> float:
-        return min(pixels.width / upright[0], pixels.height / upright[1])
-
-    enough = [p for p in intermediates if scale_of(p) >= geometry.scale * 0.995]
-    source = min(enough, key=scale_of) if enough else intermediates[0]
+def _cut(source: Image.Image, upright: tuple[int, int], geometry: Geometry) -> Image.Image:
+    """Render a geometry from `source`, a whole-frame image of the upright photo at its own scale."""
     sx, sy = source.width / upright[0], source.height / upright[1]
     left, top, right, bottom = geometry.region
     box = (left * sx, top * sy, right * sx, bottom * sy)

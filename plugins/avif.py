@@ -5,10 +5,8 @@ Options: `quality` (1-100, default 60), `speed` (0 slowest/smallest to 10 fastes
 
 from __future__ import annotations
 
-import io
-
 from pipeline.hookspecs import hookimpl
-from pipeline.types import Encoder, PluginError
+from pipeline.types import Encoder, PluginError, encoded
 
 
 @hookimpl
@@ -25,9 +23,7 @@ def register_encoders(register, options):
         raise PluginError("plugins.avif is enabled but this Pillow was built without AVIF support")
 
     def encode(image) -> bytes:
-        out = io.BytesIO()
-        image.save(out, "AVIF", quality=quality, speed=speed)
-        return out.getvalue()
+        return encoded(image, "AVIF", quality=quality, speed=speed)
 
     register(Encoder("avif", "avif", "image/avif", encode, alongside=True,
                      options={"quality": quality, "speed": speed}))

@@ -5,10 +5,8 @@ Options: `quality` (1-100, default 80).
 
 from __future__ import annotations
 
-import io
-
 from pipeline.hookspecs import hookimpl
-from pipeline.types import Encoder, PluginError
+from pipeline.types import Encoder, PluginError, encoded
 
 
 @hookimpl
@@ -18,8 +16,6 @@ def register_encoders(register, options):
         raise PluginError(f"plugins.webp.quality must be a whole number from 1 to 100, not {quality!r}")
 
     def encode(image) -> bytes:
-        out = io.BytesIO()
-        image.save(out, "WEBP", quality=quality, method=4)
-        return out.getvalue()
+        return encoded(image, "WEBP", quality=quality, method=4)
 
     register(Encoder("webp", "webp", "image/webp", encode, alongside=True, options={"quality": quality}))
