@@ -59,7 +59,7 @@ def test_resource_counts(stack):
         "aws:sqs/queue:Queue": 1, "aws:cloudwatch/metricAlarm:MetricAlarm": 3,
         "aws:cloudfront/distribution:Distribution": 1, "aws:cloudfront/originAccessControl:OriginAccessControl": 1,
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": 1,
-        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 2,
+        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 3,
     }
     if name == "prod":  # originals: signed
         expected |= {"aws:cloudfront/publicKey:PublicKey": 1, "aws:cloudfront/keyGroup:KeyGroup": 1}
@@ -457,12 +457,15 @@ def test_every_behaviour_keys_the_cache_on_v_only_and_sets_cache_control_on_the_
     (policy,) = deployment.of_type("aws:cloudfront/cachePolicy:CachePolicy")
     functions = functions_by_name(deployment)
     originals, rest = functions["cdn-originals-response"], functions["cdn-cache-control"]
-    originals_behaviour, *others = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
-    assert originals_behaviour["pathPattern"] == "/uploads/images/original/*" and len(others) == 2
-    for behaviour, function in [(originals_behaviour, originals)] + [(b, rest) for b in others]:
+    originals_behaviour, images = distribution.inputs["orderedCacheBehaviors"]
+    assert originals_behaviour["pathPattern"] == "/uploads/images/original/*"
+    assert images["pathPattern"] == "/uploads/images/*"
+    for behaviour, function in [(originals_behaviour, originals), (images, rest)]:
         assert behaviour["cachePolicyId"] == CACHE_POLICY_ID
         assert behaviour["functionAssociations"] == [{"eventType": "viewer-response",
                                                       "functionArn": function.outputs["arn"]}]
+    # the default behaviour serves nothing: see test_no_path_outside_the_images_reaches_a_bucket
+    assert distribution.inputs["defaultCacheBehavior"]["cachePolicyId"] == CACHE_POLICY_ID
     key = policy.inputs["parametersInCacheKeyAndForwardedToOrigin"]
     assert key["queryStringsConfig"] == {"queryStringBehavior": "whitelist", "queryStrings": {"items": ["v"]}}
     assert key["headersConfig"] == {"headerBehavior": "none"} and key["cookiesConfig"] == {"cookieBehavior": "none"}
@@ -641,6 +644,51 @@ def test_a_private_originals_function_answers_403_before_any_origin():
     assert run_function(ORIGINALS_DENIED_CODE, event) == {"statusCode": 403, "statusDescription": "Forbidden"}
 
 
+# What reaches the default behaviour: every path that no ordered behaviour matches (CloudFront
+# matches the normalized path, case-sensitively). `/` is the one S3 would answer with a listing.
+NOT_SERVED_URIS = ["/", "/index.html", "/uploads/", "/uploads/images", "/Uploads/images/large/a.jpg",
+                   "/processed/uploads/images/large/a.jpg", "/favicon.ico"]
+
+
+@needs_node
+@pytest.mark.parametrize("uri", NOT_SERVED_URIS)
+@pytest.mark.parametrize("query", [{}, {"list-type": {"value": "2"}}, {"v": {"value": "1"}}])
+def test_a_path_outside_the_images_is_answered_404_at_the_edge(uri, query):
+    from infra.cdn import NOT_SERVED_CODE
+
+    event = {"request": {"method": "GET", "uri": uri, "querystring": query, "headers": {}, "cookies": {}}}
+    assert run_function(NOT_SERVED_CODE, event) == {"statusCode": 404, "statusDescription": "Not Found"}
+
+
+@pytest.mark.parametrize("overrides", [{}, {"originals": "private"},
+                                       {"originals": "signed", "originalsPublicKey": ORIGINALS_PUBLIC_KEY}])
+def test_no_path_outside_the_images_reaches_a_bucket(overrides):
+    """The distribution may list the buckets it serves (for 404s), so no request may become a
+    listing: S3 lists for `GET /` only (with a query string it would list however asked), and `/`
+    is no path of the ordered behaviours, each of which lies under /uploads/images/."""
+    from infra.cdn import NOT_SERVED_CODE
+
+    deployment = deploy("dev", overrides)
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    ordered, default = distribution.inputs["orderedCacheBehaviors"], distribution.inputs["defaultCacheBehavior"]
+    assert all(b["pathPattern"].startswith("/uploads/images/") for b in ordered)
+    not_served = functions_by_name(deployment)["cdn-not-served"]
+    assert not_served.inputs["code"] == NOT_SERVED_CODE and not_served.inputs["publish"] is True
+    assert not_served.inputs["runtime"] == "cloudfront-js-2.0"
+    # answered before the cache and any origin; no viewer-response function runs on it
+    assert default["functionAssociations"] == [{"eventType": "viewer-request",
+                                                "functionArn": not_served.outputs["arn"]}]
+    assert "defaultRootObject" not in distribution.inputs  # `/` is asked for as itself, so the function has it
+    # No query string but `v` reaches S3 (`?list-type=2`, `?prefix=`, `?versions` never do): the
+    # cache policy forwards `v` alone and no behaviour adds an origin request policy.
+    (policy,) = deployment.of_type("aws:cloudfront/cachePolicy:CachePolicy")
+    forwarded = policy.inputs["parametersInCacheKeyAndForwardedToOrigin"]["queryStringsConfig"]
+    assert forwarded == {"queryStringBehavior": "whitelist", "queryStrings": {"items": ["v"]}}
+    for behaviour in ordered + [default]:
+        assert behaviour["cachePolicyId"] == CACHE_POLICY_ID and "originRequestPolicyId" not in behaviour
+    assert all("originPath" not in o for o in distribution.inputs["origins"])
+
+
 def behaviours_of(deployment) -> tuple[dict, list[dict]]:
     """The originals' behaviour, and every other (the default last)."""
     (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
@@ -693,13 +741,15 @@ def test_private_originals_never_leave_the_uploads_bucket_through_the_cdn():
                    for o in distribution.inputs["origins"])
     originals, others = behaviours_of(deployment)
     functions = functions_by_name(deployment)
-    assert set(functions) == {"cdn-cache-control", "cdn-originals-denied"}
+    assert set(functions) == {"cdn-cache-control", "cdn-originals-denied", "cdn-not-served"}
     denied = functions["cdn-originals-denied"]
     assert denied.inputs["code"] == ORIGINALS_DENIED_CODE and denied.inputs["publish"] is True
     # its path never falls through to another behaviour: answered 403 before cache and origin
     assert originals["functionAssociations"] == [{"eventType": "viewer-request", "functionArn": denied.outputs["arn"]}]
     assert "trustedKeyGroups" not in originals and not deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
     assert all(b["targetOriginId"] == "processed" for b in others)
+    assert others[-1]["functionAssociations"] == [{"eventType": "viewer-request",
+                                                   "functionArn": functions["cdn-not-served"].outputs["arn"]}]
     # and the uploads bucket lets nobody read, not even this distribution
     assert [s for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == []
     assert deployment.exports["originals"] == "private" and "original" not in deployment.exports["urlPatterns"]
