@@ -13,11 +13,16 @@ nothing stale (see pipeline/caching.py for the two lifetimes).
 - Originals (ORIGINALS_MODES): `public` serves them to anyone at once; `signed` only with a URL
   signed by the key in the stack's key group; `private` never: no origin for the uploads bucket,
   and their path is answered 403 at the edge (a viewer-request function), so it cannot fall
-  through to the processed bucket's behaviour either.
+  through to the processed bucket's behaviour either. 403, not 404, on purpose: the path is
+  refused whether or not the original exists, and a 404 would claim that there is none.
 - Nothing outside `/uploads/images/` is served: the default behaviour's viewer-request function
   (NOT_SERVED_CODE) answers 404 before the cache and any origin, `/` included.
-- 403/404 (S3 answers 403 for a missing key: this distribution may not list) are cached at the edge
-  for ERROR_CACHE_SECONDS only, so a variation asked for before it exists appears soon after.
+- A key that does not exist answers 404 NoSuchKey: the distribution may list each bucket it serves
+  (infra.policies.cloudfront_grants), without which S3 answers it 403 AccessDenied for a missing
+  key. 404s are cached at the edge for ERROR_CACHE_SECONDS only, so a variation asked for before it
+  exists appears soon after. So are 403s, so that none lingers where S3 still sends one: while a
+  bucket policy is not in force yet (a first `pulumi up` puts it after the distribution, whose ARN
+  it names).
 """
 
 from __future__ import annotations

@@ -709,7 +709,8 @@ def test_public_originals_are_served_to_anyone_from_the_uploads_bucket():
     assert not any("trustedKeyGroups" in b for b in others)
     assert not deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
     assert not deployment.of_type("aws:cloudfront/publicKey:PublicKey")
-    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == ["AllowCloudFrontReads"]
+    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == [
+        "AllowCloudFrontReads", "AllowCloudFrontToTellMissingKeys"]
     assert deployment.exports["originals"] == "public" and "originalsKeyId" not in deployment.exports
     assert "original" in deployment.exports["urlPatterns"]
 
@@ -726,7 +727,8 @@ def test_signed_originals_need_a_url_signed_with_the_stacks_key():
     functions = functions_by_name(deployment)
     assert originals["functionAssociations"] == [{"eventType": "viewer-response",
                                                   "functionArn": functions["cdn-originals-response"].outputs["arn"]}]
-    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == ["AllowCloudFrontReads"]
+    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == [
+        "AllowCloudFrontReads", "AllowCloudFrontToTellMissingKeys"]
     assert deployment.exports["originals"] == "signed" and deployment.exports["originalsKeyId"] == ORIGINALS_KEY_ID
     assert "original" in deployment.exports["urlPatterns"]
 
@@ -750,7 +752,7 @@ def test_private_originals_never_leave_the_uploads_bucket_through_the_cdn():
     assert all(b["targetOriginId"] == "processed" for b in others)
     assert others[-1]["functionAssociations"] == [{"eventType": "viewer-request",
                                                    "functionArn": functions["cdn-not-served"].outputs["arn"]}]
-    # and the uploads bucket lets nobody read, not even this distribution
+    # and the uploads bucket lets nobody read or list it, not even this distribution
     assert [s for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == []
     assert deployment.exports["originals"] == "private" and "original" not in deployment.exports["urlPatterns"]
 
@@ -895,16 +897,42 @@ def test_the_readmes_signed_url_is_one_the_stacks_key_verifies(tmp_path, monkeyp
     public_key.verify(signature, policy, padding.PKCS1v15(), hashes.SHA1())
 
 
-def test_served_bucket_policies_let_only_this_distribution_read(stack):
+def test_served_bucket_policies_let_only_this_distribution_read_and_tell_missing_keys(stack):
+    """Each bucket the distribution serves (uploads: public and signed originals) lets this
+    distribution, and no other, read what it serves and list the bucket: the list permission is
+    what makes S3 answer 404 NoSuchKey, not 403 AccessDenied, for a key that does not exist."""
+    from infra.policies import evaluate
+
     _, deployment = stack
     (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    this = {"AWS:SourceArn": distribution.outputs["arn"]}
+    other = {"AWS:SourceArn": f"arn:aws:cloudfront::{ACCOUNT}:distribution/EOTHER"}
     for role, prefix in (("uploads", "uploads/images/original/*"), ("processed", "uploads/images/*")):
         bucket = buckets(deployment)[role]
         (policy,) = attached(deployment, f"{S3}bucketPolicy:BucketPolicy", bucket["bucket"])
-        (allow,) = [s for s in statements(policy["policy"]) if s["Effect"] == "Allow"]
-        assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"} and allow["Action"] == "s3:GetObject"
-        assert allow["Resource"] == f"{bucket['arn']}/{prefix}"
-        assert allow["Condition"] == {"StringEquals": {"AWS:SourceArn": distribution.outputs["arn"]}}
+        document = json.loads(policy["policy"])
+        allows = [s for s in document["Statement"] if s["Effect"] == "Allow"]
+        assert allows == [
+            {"Sid": "AllowCloudFrontReads", "Effect": "Allow", "Principal": {"Service": "cloudfront.amazonaws.com"},
+             "Action": "s3:GetObject", "Resource": f"{bucket['arn']}/{prefix}", "Condition": {"StringEquals": this}},
+            {"Sid": "AllowCloudFrontToTellMissingKeys", "Effect": "Allow",
+             "Principal": {"Service": "cloudfront.amazonaws.com"}, "Action": "s3:ListBucket",
+             "Resource": bucket["arn"], "Condition": {"StringEquals": this}},
+        ]
+
+        def verdict(action, resource, context, principal="cloudfront.amazonaws.com"):
+            return evaluate(document, action, resource, principal, {"aws:SecureTransport": "true", **context})
+
+        key = f"{bucket['arn']}/{prefix[:-1]}2026/IMG_0042.jpg"
+        assert verdict("s3:GetObject", key, this) == verdict("s3:ListBucket", bucket["arn"], this) == "Allow"
+        for action, resource in (("s3:GetObject", key), ("s3:ListBucket", bucket["arn"])):
+            assert verdict(action, resource, other) is None, "another distribution (another account's too)"
+            assert verdict(action, resource, {}) is None, "CloudFront on behalf of no distribution"
+        # nothing more than reading and listing: no versions, no uploads in flight, nothing outside the prefix
+        for action, resource in (("s3:ListBucketVersions", bucket["arn"]), ("s3:GetObjectVersion", key),
+                                 ("s3:ListBucketMultipartUploads", bucket["arn"]), ("s3:PutObject", key),
+                                 ("s3:GetObject", f"{bucket['arn']}/backfill/manifests/x.csv")):
+            assert verdict(action, resource, this) is None, (action, resource)
 
 
 def test_outputs(stack):
