@@ -656,8 +656,11 @@ NOT_SERVED_URIS = ["/", "/index.html", "/uploads/", "/uploads/images", "/Uploads
 def test_a_path_outside_the_images_is_answered_404_at_the_edge(uri, query):
     from infra.cdn import NOT_SERVED_CODE
 
+    from pipeline.local.cdn import NOT_SERVED_STATUS, route
+
     event = {"request": {"method": "GET", "uri": uri, "querystring": query, "headers": {}, "cookies": {}}}
     assert run_function(NOT_SERVED_CODE, event) == {"statusCode": 404, "statusDescription": "Not Found"}
+    assert route(uri) is None and NOT_SERVED_STATUS == 404  # and so the local CDN answers it
 
 
 @pytest.mark.parametrize("overrides", [{}, {"originals": "private"},
