@@ -13,9 +13,16 @@ nothing stale (see pipeline/caching.py for the two lifetimes).
 - Originals (ORIGINALS_MODES): `public` serves them to anyone at once; `signed` only with a URL
   signed by the key in the stack's key group; `private` never: no origin for the uploads bucket,
   and their path is answered 403 at the edge (a viewer-request function), so it cannot fall
-  through to the processed bucket's behaviour either.
-- 403/404 (S3 answers 403 for a missing key: this distribution may not list) are cached at the edge
-  for ERROR_CACHE_SECONDS only, so a variation asked for before it exists appears soon after.
+  through to the processed bucket's behaviour either. 403, not 404, on purpose: the path is
+  refused whether or not the original exists, and a 404 would claim that there is none.
+- Nothing outside `/uploads/images/` is served: the default behaviour's viewer-request function
+  (NOT_SERVED_CODE) answers 404 before the cache and any origin, `/` included.
+- A key that does not exist answers 404 NoSuchKey: the distribution may list each bucket it serves
+  (infra.policies.cloudfront_grants), without which S3 answers it 403 AccessDenied for a missing
+  key. 404s are cached at the edge for ERROR_CACHE_SECONDS only, so a variation asked for before it
+  exists appears soon after. So are 403s, so that none lingers where S3 still sends one: while a
+  bucket policy is not in force yet (a first `pulumi up` puts it after the distribution, whose ARN
+  it names).
 """
 
 from __future__ import annotations
@@ -81,6 +88,15 @@ def _viewer_response_code(original: bool) -> str:
 
 VIEWER_RESPONSE_CODE = _viewer_response_code(original=False)
 ORIGINALS_RESPONSE_CODE = _viewer_response_code(original=True)
+# The default behaviour: every path the distribution serves is under /uploads/images/, which the
+# ordered behaviours match, so whatever reaches this one names nothing, and is answered here, before
+# the cache and any origin. It looks at nothing of the request on purpose: there is no URI test to
+# dodge. Above all it keeps `/` from S3, which would answer it with a listing of the bucket (the
+# distribution may list the buckets it serves, for their 404s).
+NOT_SERVED_CODE = (
+    "function handler(event) {\n"
+    "  return {statusCode: 404, statusDescription: \"Not Found\"};\n"
+    "}\n")
 # With `originals: private`: every request for an original is answered here, before the cache.
 ORIGINALS_DENIED_CODE = (
     "function handler(event) {\n"
@@ -146,6 +162,10 @@ class Cdn(pulumi.ComponentResource):
             f"{name}-cache-control", name=f"{prefix}-cache-control", runtime="cloudfront-js-2.0",
             comment=f"Cache-Control: a year with ?{VERSION_PARAMETER}=, else the origin's", publish=True,
             code=VIEWER_RESPONSE_CODE, opts=child)
+        self.not_served = aws.cloudfront.Function(
+            f"{name}-not-served", name=f"{prefix}-not-served", runtime="cloudfront-js-2.0",
+            comment="404 for every path outside /uploads/images/, / included: no request of it reaches S3",
+            publish=True, code=NOT_SERVED_CODE, opts=child)
 
         def behaviour(origin: str, path: str | None = None, function: aws.cloudfront.Function | None = None,
                       event: str = "viewer-response") -> dict:
@@ -196,9 +216,11 @@ class Cdn(pulumi.ComponentResource):
                  "origin_access_control_id": access.id},
             ],
             # First match wins: originals come from the uploads bucket (or nowhere), everything else
-            # under uploads/images/ (variations, manifests) from the processed bucket.
+            # under uploads/images/ (variations, manifests) from the processed bucket, and any
+            # other path from nowhere: the default behaviour names the processed origin because a
+            # behaviour must name one, and its function answers 404 before any origin is asked.
             ordered_cache_behaviors=[originals, behaviour("processed", "/uploads/images/*")],
-            default_cache_behavior=behaviour("processed"),
+            default_cache_behavior=behaviour("processed", function=self.not_served, event="viewer-request"),
             custom_error_responses=[{"error_code": code, "error_caching_min_ttl": ERROR_CACHE_SECONDS}
                                     for code in CACHED_ERRORS],
             restrictions={"geo_restriction": {"restriction_type": "none"}},

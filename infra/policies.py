@@ -48,15 +48,29 @@ def deny_insecure_transport(bucket: str) -> dict[str, Any]:
             "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
 
 
-def allow_cloudfront_reads(bucket: str, prefix: str, distribution_arn: str) -> dict[str, Any]:
-    return {"Sid": "AllowCloudFrontReads", "Effect": "Allow", "Principal": {"Service": "cloudfront.amazonaws.com"},
-            "Action": "s3:GetObject", "Resource": f"{bucket_arn(bucket)}/{prefix}",
-            "Condition": {"StringEquals": {"AWS:SourceArn": distribution_arn}}}
+def cloudfront_grants(bucket: str, prefix: str, distribution_arn: str) -> list[dict[str, Any]]:
+    """What this distribution's origin access control may do in a bucket it serves, and nobody else
+    (the CloudFront service principal, only when the request is made for this distribution):
+
+    - read the objects under `prefix`;
+    - list the bucket, for one reason: without s3:ListBucket S3 answers 403 AccessDenied for a key
+      that does not exist, with it 404 NoSuchKey (AWS's documented way to get 404s through OAC).
+      A listing itself is never asked for through the distribution: S3 lists for `GET /` only,
+      which the distribution answers 404 at the edge (infra/cdn.py, NOT_SERVED_CODE), and no
+      query string but `v` reaches S3."""
+    def grant(sid: str, action: str, resource: str) -> dict[str, Any]:
+        return {"Sid": sid, "Effect": "Allow", "Principal": {"Service": "cloudfront.amazonaws.com"},
+                "Action": action, "Resource": resource,
+                "Condition": {"StringEquals": {"AWS:SourceArn": distribution_arn}}}
+
+    return [grant("AllowCloudFrontReads", "s3:GetObject", f"{bucket_arn(bucket)}/{prefix}"),
+            grant("AllowCloudFrontToTellMissingKeys", "s3:ListBucket", bucket_arn(bucket))]
 
 
 def served_bucket_policy(bucket: str, prefix: str, distribution_arn: str) -> dict[str, Any]:
-    """Uploads and processed: TLS only, and readable by this distribution only."""
-    return document(deny_insecure_transport(bucket), allow_cloudfront_reads(bucket, prefix, distribution_arn))
+    """Uploads (when the CDN serves originals) and processed: TLS only, and readable by this
+    distribution only, which is told 404 for a missing key."""
+    return document(deny_insecure_transport(bucket), *cloudfront_grants(bucket, prefix, distribution_arn))
 
 
 def backup_bucket_policy(bucket: str, deployer_arn: str | None) -> dict[str, Any]:

@@ -173,8 +173,9 @@ class Storage(pulumi.ComponentResource):
         self.register_outputs({f"{role}_bucket": bucket.bucket for role, bucket in self.buckets.items()})
 
     def allow_cdn_reads(self, distribution_arn: pulumi.Input[str], originals: bool = True) -> None:
-        """TLS-only policies for the served buckets, readable by this distribution alone; with
-        `originals` False (the CDN serves none) the uploads bucket's policy grants no reads at all
+        """TLS-only policies for the served buckets, readable by this distribution alone, which may
+        also list them so that a missing key answers 404 (policies.cloudfront_grants); with
+        `originals` False (the CDN serves none) the uploads bucket's policy grants nothing at all
         (the functions read it through their own roles)."""
         for role, prefix in (("uploads", policies.ORIGINALS), ("processed", policies.IMAGES)):
             bucket = self.buckets[role]

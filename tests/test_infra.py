@@ -59,7 +59,7 @@ def test_resource_counts(stack):
         "aws:sqs/queue:Queue": 1, "aws:cloudwatch/metricAlarm:MetricAlarm": 3,
         "aws:cloudfront/distribution:Distribution": 1, "aws:cloudfront/originAccessControl:OriginAccessControl": 1,
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": 1,
-        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 2,
+        "aws:cloudfront/cachePolicy:CachePolicy": 1, "aws:cloudfront/function:Function": 3,
     }
     if name == "prod":  # originals: signed
         expected |= {"aws:cloudfront/publicKey:PublicKey": 1, "aws:cloudfront/keyGroup:KeyGroup": 1}
@@ -457,12 +457,15 @@ def test_every_behaviour_keys_the_cache_on_v_only_and_sets_cache_control_on_the_
     (policy,) = deployment.of_type("aws:cloudfront/cachePolicy:CachePolicy")
     functions = functions_by_name(deployment)
     originals, rest = functions["cdn-originals-response"], functions["cdn-cache-control"]
-    originals_behaviour, *others = distribution.inputs["orderedCacheBehaviors"] + [distribution.inputs["defaultCacheBehavior"]]
-    assert originals_behaviour["pathPattern"] == "/uploads/images/original/*" and len(others) == 2
-    for behaviour, function in [(originals_behaviour, originals)] + [(b, rest) for b in others]:
+    originals_behaviour, images = distribution.inputs["orderedCacheBehaviors"]
+    assert originals_behaviour["pathPattern"] == "/uploads/images/original/*"
+    assert images["pathPattern"] == "/uploads/images/*"
+    for behaviour, function in [(originals_behaviour, originals), (images, rest)]:
         assert behaviour["cachePolicyId"] == CACHE_POLICY_ID
         assert behaviour["functionAssociations"] == [{"eventType": "viewer-response",
                                                       "functionArn": function.outputs["arn"]}]
+    # the default behaviour serves nothing: see test_no_path_outside_the_images_reaches_a_bucket
+    assert distribution.inputs["defaultCacheBehavior"]["cachePolicyId"] == CACHE_POLICY_ID
     key = policy.inputs["parametersInCacheKeyAndForwardedToOrigin"]
     assert key["queryStringsConfig"] == {"queryStringBehavior": "whitelist", "queryStrings": {"items": ["v"]}}
     assert key["headersConfig"] == {"headerBehavior": "none"} and key["cookiesConfig"] == {"cookieBehavior": "none"}
@@ -641,6 +644,54 @@ def test_a_private_originals_function_answers_403_before_any_origin():
     assert run_function(ORIGINALS_DENIED_CODE, event) == {"statusCode": 403, "statusDescription": "Forbidden"}
 
 
+# What reaches the default behaviour: every path that no ordered behaviour matches (CloudFront
+# matches the normalized path, case-sensitively). `/` is the one S3 would answer with a listing.
+NOT_SERVED_URIS = ["/", "/index.html", "/uploads/", "/uploads/images", "/Uploads/images/large/a.jpg",
+                   "/processed/uploads/images/large/a.jpg", "/favicon.ico"]
+
+
+@needs_node
+@pytest.mark.parametrize("uri", NOT_SERVED_URIS)
+@pytest.mark.parametrize("query", [{}, {"list-type": {"value": "2"}}, {"v": {"value": "1"}}])
+def test_a_path_outside_the_images_is_answered_404_at_the_edge(uri, query):
+    from infra.cdn import NOT_SERVED_CODE
+
+    from pipeline.local.cdn import NOT_SERVED_STATUS, route
+
+    event = {"request": {"method": "GET", "uri": uri, "querystring": query, "headers": {}, "cookies": {}}}
+    assert run_function(NOT_SERVED_CODE, event) == {"statusCode": 404, "statusDescription": "Not Found"}
+    assert route(uri) is None and NOT_SERVED_STATUS == 404  # and so the local CDN answers it
+
+
+@pytest.mark.parametrize("overrides", [{}, {"originals": "private"},
+                                       {"originals": "signed", "originalsPublicKey": ORIGINALS_PUBLIC_KEY}])
+def test_no_path_outside_the_images_reaches_a_bucket(overrides):
+    """The distribution may list the buckets it serves (for 404s), so no request may become a
+    listing: S3 lists for `GET /` only (with a query string it would list however asked), and `/`
+    is no path of the ordered behaviours, each of which lies under /uploads/images/."""
+    from infra.cdn import NOT_SERVED_CODE
+
+    deployment = deploy("dev", overrides)
+    (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    ordered, default = distribution.inputs["orderedCacheBehaviors"], distribution.inputs["defaultCacheBehavior"]
+    assert all(b["pathPattern"].startswith("/uploads/images/") for b in ordered)
+    not_served = functions_by_name(deployment)["cdn-not-served"]
+    assert not_served.inputs["code"] == NOT_SERVED_CODE and not_served.inputs["publish"] is True
+    assert not_served.inputs["runtime"] == "cloudfront-js-2.0"
+    # answered before the cache and any origin; no viewer-response function runs on it
+    assert default["functionAssociations"] == [{"eventType": "viewer-request",
+                                                "functionArn": not_served.outputs["arn"]}]
+    assert "defaultRootObject" not in distribution.inputs  # `/` is asked for as itself, so the function has it
+    # No query string but `v` reaches S3 (`?list-type=2`, `?prefix=`, `?versions` never do): the
+    # cache policy forwards `v` alone and no behaviour adds an origin request policy.
+    (policy,) = deployment.of_type("aws:cloudfront/cachePolicy:CachePolicy")
+    forwarded = policy.inputs["parametersInCacheKeyAndForwardedToOrigin"]["queryStringsConfig"]
+    assert forwarded == {"queryStringBehavior": "whitelist", "queryStrings": {"items": ["v"]}}
+    for behaviour in ordered + [default]:
+        assert behaviour["cachePolicyId"] == CACHE_POLICY_ID and "originRequestPolicyId" not in behaviour
+    assert all("originPath" not in o for o in distribution.inputs["origins"])
+
+
 def behaviours_of(deployment) -> tuple[dict, list[dict]]:
     """The originals' behaviour, and every other (the default last)."""
     (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
@@ -661,7 +712,8 @@ def test_public_originals_are_served_to_anyone_from_the_uploads_bucket():
     assert not any("trustedKeyGroups" in b for b in others)
     assert not deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
     assert not deployment.of_type("aws:cloudfront/publicKey:PublicKey")
-    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == ["AllowCloudFrontReads"]
+    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == [
+        "AllowCloudFrontReads", "AllowCloudFrontToTellMissingKeys"]
     assert deployment.exports["originals"] == "public" and "originalsKeyId" not in deployment.exports
     assert "original" in deployment.exports["urlPatterns"]
 
@@ -678,7 +730,8 @@ def test_signed_originals_need_a_url_signed_with_the_stacks_key():
     functions = functions_by_name(deployment)
     assert originals["functionAssociations"] == [{"eventType": "viewer-response",
                                                   "functionArn": functions["cdn-originals-response"].outputs["arn"]}]
-    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == ["AllowCloudFrontReads"]
+    assert [s["Sid"] for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == [
+        "AllowCloudFrontReads", "AllowCloudFrontToTellMissingKeys"]
     assert deployment.exports["originals"] == "signed" and deployment.exports["originalsKeyId"] == ORIGINALS_KEY_ID
     assert "original" in deployment.exports["urlPatterns"]
 
@@ -693,14 +746,16 @@ def test_private_originals_never_leave_the_uploads_bucket_through_the_cdn():
                    for o in distribution.inputs["origins"])
     originals, others = behaviours_of(deployment)
     functions = functions_by_name(deployment)
-    assert set(functions) == {"cdn-cache-control", "cdn-originals-denied"}
+    assert set(functions) == {"cdn-cache-control", "cdn-originals-denied", "cdn-not-served"}
     denied = functions["cdn-originals-denied"]
     assert denied.inputs["code"] == ORIGINALS_DENIED_CODE and denied.inputs["publish"] is True
     # its path never falls through to another behaviour: answered 403 before cache and origin
     assert originals["functionAssociations"] == [{"eventType": "viewer-request", "functionArn": denied.outputs["arn"]}]
     assert "trustedKeyGroups" not in originals and not deployment.of_type("aws:cloudfront/keyGroup:KeyGroup")
     assert all(b["targetOriginId"] == "processed" for b in others)
-    # and the uploads bucket lets nobody read, not even this distribution
+    assert others[-1]["functionAssociations"] == [{"eventType": "viewer-request",
+                                                   "functionArn": functions["cdn-not-served"].outputs["arn"]}]
+    # and the uploads bucket lets nobody read or list it, not even this distribution
     assert [s for s in uploads_policy(deployment) if s["Effect"] == "Allow"] == []
     assert deployment.exports["originals"] == "private" and "original" not in deployment.exports["urlPatterns"]
 
@@ -845,16 +900,42 @@ def test_the_readmes_signed_url_is_one_the_stacks_key_verifies(tmp_path, monkeyp
     public_key.verify(signature, policy, padding.PKCS1v15(), hashes.SHA1())
 
 
-def test_served_bucket_policies_let_only_this_distribution_read(stack):
+def test_served_bucket_policies_let_only_this_distribution_read_and_tell_missing_keys(stack):
+    """Each bucket the distribution serves (uploads: public and signed originals) lets this
+    distribution, and no other, read what it serves and list the bucket: the list permission is
+    what makes S3 answer 404 NoSuchKey, not 403 AccessDenied, for a key that does not exist."""
+    from infra.policies import evaluate
+
     _, deployment = stack
     (distribution,) = deployment.of_type("aws:cloudfront/distribution:Distribution")
+    this = {"AWS:SourceArn": distribution.outputs["arn"]}
+    other = {"AWS:SourceArn": f"arn:aws:cloudfront::{ACCOUNT}:distribution/EOTHER"}
     for role, prefix in (("uploads", "uploads/images/original/*"), ("processed", "uploads/images/*")):
         bucket = buckets(deployment)[role]
         (policy,) = attached(deployment, f"{S3}bucketPolicy:BucketPolicy", bucket["bucket"])
-        (allow,) = [s for s in statements(policy["policy"]) if s["Effect"] == "Allow"]
-        assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"} and allow["Action"] == "s3:GetObject"
-        assert allow["Resource"] == f"{bucket['arn']}/{prefix}"
-        assert allow["Condition"] == {"StringEquals": {"AWS:SourceArn": distribution.outputs["arn"]}}
+        document = json.loads(policy["policy"])
+        allows = [s for s in document["Statement"] if s["Effect"] == "Allow"]
+        assert allows == [
+            {"Sid": "AllowCloudFrontReads", "Effect": "Allow", "Principal": {"Service": "cloudfront.amazonaws.com"},
+             "Action": "s3:GetObject", "Resource": f"{bucket['arn']}/{prefix}", "Condition": {"StringEquals": this}},
+            {"Sid": "AllowCloudFrontToTellMissingKeys", "Effect": "Allow",
+             "Principal": {"Service": "cloudfront.amazonaws.com"}, "Action": "s3:ListBucket",
+             "Resource": bucket["arn"], "Condition": {"StringEquals": this}},
+        ]
+
+        def verdict(action, resource, context, principal="cloudfront.amazonaws.com"):
+            return evaluate(document, action, resource, principal, {"aws:SecureTransport": "true", **context})
+
+        key = f"{bucket['arn']}/{prefix[:-1]}2026/IMG_0042.jpg"
+        assert verdict("s3:GetObject", key, this) == verdict("s3:ListBucket", bucket["arn"], this) == "Allow"
+        for action, resource in (("s3:GetObject", key), ("s3:ListBucket", bucket["arn"])):
+            assert verdict(action, resource, other) is None, "another distribution (another account's too)"
+            assert verdict(action, resource, {}) is None, "CloudFront on behalf of no distribution"
+        # nothing more than reading and listing: no versions, no uploads in flight, nothing outside the prefix
+        for action, resource in (("s3:ListBucketVersions", bucket["arn"]), ("s3:GetObjectVersion", key),
+                                 ("s3:ListBucketMultipartUploads", bucket["arn"]), ("s3:PutObject", key),
+                                 ("s3:GetObject", f"{bucket['arn']}/backfill/manifests/x.csv")):
+            assert verdict(action, resource, this) is None, (action, resource)
 
 
 def test_outputs(stack):

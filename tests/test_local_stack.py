@@ -52,7 +52,7 @@ def assert_security_headers(response: requests.Response) -> None:
 
 def test_an_upload_through_the_whole_stack(stack):
     """Presigned POST (names with spaces and non-ASCII) -> variations, original, manifest and
-    backup through the CDN; a replacement's new bytes at its manifest URL; a deletion's 403s."""
+    backup through the CDN; a replacement's new bytes at its manifest URL; a deletion's 404s."""
     s3, signing = stack.client("s3"), signer(stack)
     photos = {"2026/summer trip/IMG 0042 – café+1.jpg": samples.jpeg_bytes(samples.photo(1600, 1200, seed=3)),
               "ünïcødé/logo ✓.png": samples.transparent_png(800, 600)}
@@ -115,10 +115,11 @@ def test_an_upload_through_the_whole_stack(stack):
     assert tombstone["variations"] == {}
     for entry in after["variations"].values():
         gone = cdn(stack, entry["url"])
-        assert gone.status_code == 403 and b"AccessDenied" in gone.content  # S3's answer to a CDN that may not list
+        assert gone.status_code == 404 and gone.headers["content-type"] == "application/xml"
+        assert_not_found(gone, entry["key"])  # S3's answer to a distribution that may list the bucket
         assert_security_headers(gone)
-        assert cdn(stack, "/" + quote(entry["key"])).status_code == 403
-    assert cdn(stack, "/" + quote(keys.original_key(path))).status_code == 403
+        assert cdn(stack, "/" + quote(entry["key"])).status_code == 404
+    assert_not_found(cdn(stack, "/" + quote(keys.original_key(path))), keys.original_key(path))
     served = cdn(stack, "/" + quote(keys.manifest_key(path)))
     assert served.status_code == 200 and served.json()["status"] == "deleted"
     stack.wait_idle(30)
@@ -132,10 +133,20 @@ def stack_backups(stack: LocalStack, path: str) -> set[str]:
     return S3Store(stack.client("s3")).backed_up_versions(stack.buckets["backup"], keys.original_key(path))
 
 
-def test_not_yet_there_answers_403_and_an_html_original_is_a_download(stack):
+def assert_not_found(response: requests.Response, key: str) -> None:
+    """S3's NoSuchKey, as the distribution passes it on."""
+    assert response.status_code == 404, (response.url, response.status_code)
+    assert response.headers["content-type"] == "application/xml"
+    assert b"<Code>NoSuchKey</Code>" in response.content
+    assert f"<Key>{key}</Key>".encode() in response.content
+
+
+def test_not_yet_there_answers_404_and_an_html_original_is_a_download(stack):
     s3 = stack.client("s3")
-    assert cdn(stack, "/uploads/images/large/never-uploaded.jpg").status_code == 403
-    assert cdn(stack, "/").status_code == 403
+    for key in ("uploads/images/large/never-uploaded.jpg", keys.manifest_key("never-uploaded.jpg"),
+                keys.original_key("never-uploaded.jpg")):
+        assert_not_found(cdn(stack, "/" + key), key)
+        assert requests.head(stack.cdn_url + "/" + key, timeout=30).status_code == 404
     html = b"<html><script>alert(1)</script></html>"
     s3.put_object(Bucket=stack.buckets["uploads"], Key=keys.original_key("avatar.jpg"), Body=html,
                   ContentType="text/html")
@@ -149,6 +160,19 @@ def test_not_yet_there_answers_403_and_an_html_original_is_a_download(stack):
     dotted = cdn(stack, "/uploads/images/original/../manifest/avatar.jpg.json")
     assert dotted.status_code == 200 and dotted.json()["status"] == "failed"
     assert requests.post(stack.cdn_url + "/uploads/images/original/x.jpg", data=b"x", timeout=30).status_code == 403
+
+
+@pytest.mark.parametrize("url_path", [
+    "/", "/?list-type=2", "/?prefix=uploads/images/&delimiter=/", "/?versions", "/?v=1",
+    "/index.html", "/uploads/", "/uploads/images", "/uploads/images/..", "/uploads/images/large/../../..",
+    "/Uploads/images/large/a.jpg",
+])
+def test_a_path_outside_the_images_answers_404_and_lists_nothing(stack, url_path):
+    """As the default behaviour's function answers it, before any bucket is asked: no body at all,
+    so no key of either bucket, whatever the query string asks for."""
+    response = cdn(stack, url_path)
+    assert response.status_code == 404 and response.content == b""
+    assert requests.head(stack.cdn_url + url_path, timeout=30).status_code == 404
 
 
 def test_the_cdn_answers_cors_for_the_page_only(stack):

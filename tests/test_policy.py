@@ -156,6 +156,47 @@ def test_grants_to_someone_in_particular_pass(statement):
     assert rules.no_public_buckets([bucket(), block(), bucket_policy(statement)]) == []
 
 
+def test_the_distributions_grants_pass_every_bucket_rule():
+    """Reading the served prefix and listing the bucket (so that a missing key answers 404), for
+    CloudFront on behalf of this distribution only: no rule needs an exception for it."""
+    from infra.policies import IMAGES, served_bucket_policy
+
+    served = Resource(rules.BUCKET_POLICY, "served", {"bucket": "uploads-x",
+                                                       "policy": json.dumps(served_bucket_policy("uploads-x", IMAGES,
+                                                                                                 DISTRIBUTION))})
+    assert [s["Action"] for s in json.loads(served.props["policy"])["Statement"] if s["Effect"] == "Allow"] == [
+        "s3:GetObject", "s3:ListBucket"]
+    assert rules.no_public_buckets([bucket(), block(), served]) == []
+    assert rules.no_broad_s3_grants([served]) == []
+
+
+def list_bucket(principal=None, condition=None, resource="arn:aws:s3:::uploads-x"):
+    statement = {"Sid": "List", "Effect": "Allow", "Principal": principal or {"Service": "cloudfront.amazonaws.com"},
+                 "Action": "s3:ListBucket", "Resource": resource}
+    return statement | ({"Condition": condition} if condition else {})
+
+
+# The same grant made broader: to every distribution (any account's), to anyone, or on every bucket.
+@pytest.mark.parametrize("statement, rule, expected", [
+    (list_bucket(), rules.no_public_buckets, "bucket policy open allows anyone: List"),
+    (list_bucket(condition={"StringEquals": {"AWS:SourceArn": "*"}}), rules.no_public_buckets, "allows anyone: List"),
+    (list_bucket(condition={"ArnLike": {"AWS:SourceArn": "arn:aws:cloudfront::*:distribution/*"}}),
+     rules.no_public_buckets, "allows anyone: List"),
+    (list_bucket(condition={"StringEqualsIfExists": {"AWS:SourceArn": DISTRIBUTION}}), rules.no_public_buckets,
+     "allows anyone: List"),
+    (list_bucket("*"), rules.no_public_buckets, "allows anyone: List"),
+    (list_bucket({"AWS": "*"}, {"Bool": {"aws:SecureTransport": "true"}}), rules.no_public_buckets,
+     "allows anyone: List"),
+    (list_bucket(condition={"StringEquals": {"AWS:SourceArn": DISTRIBUTION}}, resource="arn:aws:s3:::*"),
+     rules.no_broad_s3_grants, "grants s3:ListBucket on arn:aws:s3:::*, which reaches every bucket"),
+    (list_bucket(condition={"StringEquals": {"AWS:SourceArn": DISTRIBUTION}}, resource="*"),
+     rules.no_broad_s3_grants, "which reaches every bucket"),
+])
+def test_a_broader_list_grant_is_still_caught(statement, rule, expected):
+    violations = rule([bucket(), block(), bucket_policy(statement)])
+    assert any(expected in v for v in violations), violations
+
+
 EVERY_ACTION = "p grants every S3 action"
 EVERY_BUCKET = "which reaches every bucket (name the buckets)"
 

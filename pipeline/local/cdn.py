@@ -2,18 +2,21 @@
 
 What the real distribution (infra/cdn.py) does, and so this does too:
 
-- `/uploads/images/original/*` is read from the uploads bucket, everything else from the processed
-  bucket, by the decoded path with its dot segments resolved (CloudFront matches behaviours on the
-  normalized path); only `v` of the query string counts, and it never reaches S3;
+- `/uploads/images/original/*` is read from the uploads bucket, the rest of `/uploads/images/*`
+  from the processed bucket, by the decoded path with its dot segments resolved (CloudFront matches
+  behaviours on the normalized path); only `v` of the query string counts, and it never reaches S3;
+- any other path, `/` included, answers 404 with no body, as the default behaviour's
+  viewer-request function does (infra.cdn.NOT_SERVED_CODE): no bucket is asked;
 - a successful response gets the viewer-response function's headers
   (`pipeline.caching.viewer_response_headers`: a year with `?v=`, the stored Cache-Control
   otherwise, and an original that is no accepted image type as a download); every response gets
   the response headers policy's (`security_headers`, and `cors_headers` for the stack's CORS
   origins);
-- a key that does not exist answers 403 AccessDenied, as S3 answers the distribution: its origin
-  access may read objects but not list the bucket, so S3 will not say whether a key exists. That
-  holds for a variation not rendered yet, a deleted original and a deleted variation alike. A
-  removed original's tombstone manifest is an object like any other: 200, `"status": "deleted"`;
+- a key that does not exist answers 404 NoSuchKey, as S3 answers the distribution, which may list
+  the buckets it serves for exactly that (infra.policies.cloudfront_grants). That holds for a
+  manifest not written yet, a variation not rendered yet, a deleted original and a deleted
+  variation alike. A removed original's tombstone manifest is an object like any other: 200,
+  `"status": "deleted"`;
 - GET, HEAD and OPTIONS only; anything else is 403, as CloudFront answers a method the behaviour
   does not allow.
 
@@ -24,32 +27,53 @@ CDN_DISTRIBUTION_ID). A browser still caches by the headers, as it would with th
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
+from xml.sax.saxutils import escape
 
 from pipeline import keys
 from pipeline.caching import VERSION_PARAMETER, cors_headers, security_headers, viewer_response_headers
 from pipeline.local.servers import Handler, LocalServer
 
-# What S3 answers a reader that may not list the bucket, for a key that is not there.
-MISSING_STATUS = 403
-MISSING_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n'
-                b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
+# What S3 answers a reader that may list the bucket, for a key that is not there.
+MISSING_STATUS = 404
+# What the default behaviour's function answers for a path outside /uploads/images/.
+NOT_SERVED_STATUS = 404
 # The origin's response headers that reach a viewer (hop-by-hop and S3's own request ids do not).
 PASSED_HEADERS = ("content-type", "content-length", "content-range", "etag", "last-modified", "cache-control",
                   "content-disposition", "content-encoding", "content-language", "expires", "accept-ranges",
                   "x-amz-version-id", "x-amz-server-side-encryption")
 
 
+def missing_body(key: str) -> bytes:
+    """S3's body for a GET of a key that is not there (less its RequestId and HostId)."""
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+            f"<Message>The specified key does not exist.</Message><Key>{escape(key)}</Key></Error>").encode()
+
+
+def _resolve_dot_segments(path: str) -> str:
+    """RFC 3986's remove_dot_segments for an absolute path: `.` and `..` go, nothing else changes
+    (empty segments stay: `//a` is not `/a`)."""
+    segments, resolved = path.split("/")[1:], []
+    for index, segment in enumerate(segments):
+        if segment == "..":
+            if resolved:
+                resolved.pop()
+        elif segment != ".":
+            resolved.append(segment)
+            continue
+        if index == len(segments) - 1:  # `/a/b/..` is `/a/`
+            resolved.append("")
+    return "/" + "/".join(resolved)
+
+
 def route(path: str) -> tuple[str, str] | None:
     """("uploads" or "processed", key) for a request's path (still percent-encoded), as the
-    distribution's behaviours route it; None when it names no key."""
-    decoded = unquote(path)
-    if any(segment in (".", "..") for segment in decoded.split("/")):
-        decoded = posixpath.normpath(decoded)
-    key = decoded.lstrip("/")
-    if not key:
+    distribution's behaviours route it; None for a path outside /uploads/images/, which the default
+    behaviour answers at the edge."""
+    decoded = _resolve_dot_segments("/" + unquote(path).removeprefix("/"))
+    key = decoded[1:]
+    if not key.startswith(keys.IMAGES_PREFIX):
         return None
     return ("uploads" if key.startswith(keys.ORIGINAL_PREFIX) else "processed"), key
 
@@ -81,11 +105,11 @@ class LocalCdn:
             return 403, edge, b""
         target = route(path)
         if target is None:
-            return MISSING_STATUS, {**edge, "content-type": "application/xml"}, MISSING_BODY
+            return NOT_SERVED_STATUS, edge, b""
         origin, key = target
         status, headers, body = self._origin(method, self.buckets[origin], key, request_headers)
         if status == 404:
-            return MISSING_STATUS, {**edge, "content-type": "application/xml"}, MISSING_BODY
+            return MISSING_STATUS, {**edge, "content-type": "application/xml"}, missing_body(key)
         if status >= 400:
             return status, {**headers, **edge}, body
         version = (parse_qs(query).get(VERSION_PARAMETER) or [""])[0]

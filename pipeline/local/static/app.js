@@ -165,7 +165,7 @@ async function pollManifests() {
     try {
       // The CDN keeps a manifest a minute in a browser's cache: an app polling it asks past the cache.
       const response = await fetch(card.upload.manifest_url, {cache: "no-store"});
-      if (response.ok) manifest = await response.json();  // 403 (not there yet) leaves it null
+      if (response.ok) manifest = await response.json();  // 404 (not there yet) leaves it null
     } catch { return; }
     showManifest(card, manifest);
   }));
