@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 from urllib.parse import quote
 
 from pipeline import keys
 from pipeline.caching import MANIFEST_CACHE, TOMBSTONE_TAG, VARIATION_CACHE, VERSION_PARAMETER, url_version
-from pipeline.imaging import RejectedImage, Rendering, judging_limits, render
+from pipeline.imaging import RejectedImage, RenderedVariation, Rendering, judging_limits, render
 from pipeline.registry import Registry
 
 MANIFEST_VERSION = 2
@@ -60,13 +60,17 @@ class Outputs(NamedTuple):
 def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Registry, *,
                          version_id: str | None = None, sequencer: str | None = None,
                          only: set[str] | None = None, previous: dict[str, Any] | None = None,
-                         kept: dict[str, Any] | None = None) -> Outputs:
+                         kept: dict[str, Any] | None = None,
+                         on_file: Callable[[OutputObject], None] | None = None) -> Outputs:
     """Every object the resize path writes for one original; a rejected source gets its manifest.
 
     With `only`, just those variations are rendered and put; the others keep their entries from
     `previous` (a manifest of the same source bytes), so adding one variation puts one object.
     `kept` are entries of variations no longer defined that the manifest keeps listing (the
     backfill without --prune); otherwise a variation the definitions lack leaves the manifest.
+    `on_file` is handed each variation's files as soon as they are encoded (possibly from a
+    rendering thread), so a caller can store them while the next ones are made; a source
+    rejected after some were handed over lists none of them.
     """
     source = SourceRef(original_key, etag, version_id, sequencer)
     path = keys.source_path(original_key)
@@ -76,26 +80,23 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
                     "variations": {**{n: e for n, e in previous["variations"].items() if n in registry.variations},
                                    **kept}}
         return Outputs([manifest_object(path, manifest)], manifest, None, None)
+    made: dict[str, tuple[list[OutputObject], dict[str, Any]]] = {}
+
+    def done(rendered: RenderedVariation) -> None:
+        made[rendered.variation.name] = files, _ = variation_outputs(rendered, path, etag)
+        for file in files if on_file else ():
+            on_file(file)
+
     try:
-        rendering = render(data, registry, only=only)
+        rendering = render(data, registry, only=only, on_variation=done)
     except RejectedImage as rejection:
         return failed_outputs(source, len(data), rejection.reason, registry)
 
     objects: list[OutputObject] = []
     variations: dict[str, Any] = dict(previous["variations"]) if only is not None and previous else {}
     for rendered in rendering.variations:
-        name, spec_hash = rendered.variation.name, rendered.spec_hash
-        version = url_version(etag, spec_hash)
-        entries = []
-        for index, file in enumerate(rendered.files):
-            key = keys.variation_key(name, path, None if index == 0 else file.encoder.extension)
-            objects.append(OutputObject(key, file.data, file.encoder.content_type, VARIATION_CACHE,
-                                        {"source-etag": etag, "spec-hash": spec_hash}))
-            entries.append({"key": key, "url": versioned_url(key, version), "bytes": len(file.data),
-                            "content_type": file.encoder.content_type})
-        main, alternates = entries[0], entries[1:]
-        variations[name] = {**main, "width": rendered.width, "height": rendered.height,
-                            "spec_hash": spec_hash, "alternates": alternates}
+        files, variations[rendered.variation.name] = made[rendered.variation.name]
+        objects.extend(files)
     info = rendering.source
     placeholder = previous.get("placeholder") if only is not None and previous else None
     manifest = {
@@ -106,6 +107,22 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
     }
     objects.append(manifest_object(path, manifest))
     return Outputs(objects, manifest, rendering, None)
+
+
+def variation_outputs(rendered: RenderedVariation, path: str, etag: str) -> tuple[list[OutputObject], dict[str, Any]]:
+    """The files of one rendered variation (main first, then alternates) and its manifest entry."""
+    name, spec_hash = rendered.variation.name, rendered.spec_hash
+    version = url_version(etag, spec_hash)
+    files, entries = [], []
+    for index, file in enumerate(rendered.files):
+        key = keys.variation_key(name, path, None if index == 0 else file.encoder.extension)
+        files.append(OutputObject(key, file.data, file.encoder.content_type, VARIATION_CACHE,
+                                  {"source-etag": etag, "spec-hash": spec_hash}))
+        entries.append({"key": key, "url": versioned_url(key, version), "bytes": len(file.data),
+                        "content_type": file.encoder.content_type})
+    main, alternates = entries[0], entries[1:]
+    return files, {**main, "width": rendered.width, "height": rendered.height, "spec_hash": spec_hash,
+                   "alternates": alternates}
 
 
 def failed_outputs(source: SourceRef, size: int, reason: str, registry: Registry) -> Outputs:

@@ -11,13 +11,21 @@ same key. Three rules keep the result equal to "processing the final state alone
 
 1. Level, not edge: a round reads the manifest, then the original's *current* version, and
    converges to that, whatever the event said. A late event can only ever re-apply the present.
+   The first round of an event that names its version reads both at once (one round trip, not
+   two): the original read is then at least the event's version, so a manifest read after it can
+   only be newer if a later event committed it, whose greater sequencer forces the round below,
+   which reads the original again, after the manifest.
 2. The manifest is the commit: it is written last and only over the exact manifest the round
    read (If-Match its ETag, or If-None-Match when there was none). A manifest is never deleted
    (a removed original leaves a "deleted" tombstone), so "none" cannot come back while a round
    runs. A round whose commit fails may have overwritten files of the round that won, so it
    goes round again, forced to re-render and re-put the then-current version.
 3. Sequencers only save work: the manifest records the greatest S3 sequencer applied, and an
-   event older than that is dropped after one GET, before the original is downloaded.
+   event older than that is dropped after the manifest's GET and a HEAD, without rendering.
+
+Within a round the files are put as each variation is encoded, while the next are made; the
+deletions and then the manifest wait until every put has succeeded. A failed put fails the round
+and leaves the manifest as it was.
 
 A `Scope` says how much a call may do. The live path's is the default: every variation, and
 whatever the current definitions no longer have is deleted. The backfill narrows it (some
@@ -28,20 +36,24 @@ decides from the manifest alone, with `needed`, whether to call `apply_change` a
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
 from pipeline import keys
 from pipeline.events import ObjectChange, sequencer_order
 from pipeline.imaging import judging_limits, too_big
 from pipeline.outcomes import Outcome
-from pipeline.outputs import (Outputs, SourceRef, failed_outputs, listed_keys, outputs_for_original,
-                              tombstone_outputs)
+from pipeline.outputs import (OutputObject, Outputs, SourceRef, failed_outputs, listed_keys,
+                              outputs_for_original, tombstone_outputs)
 from pipeline.registry import Registry
 from pipeline.storage import Conflict, Original, S3Store, StoredManifest
 
 # Each round ends in a commit or a lost race; a race is lost only to a writer that committed,
 # so more than a few rounds means a key under a storm of writes: let Lambda retry later.
 MAX_ROUNDS = 5
+# S3 calls of one round in flight at once: the two reads, or the puts of the variations (six by
+# default, more with alternates); under the boto3 client's pool of 10 connections.
+STORE_THREADS = 8
 
 
 class ContendedKey(Exception):
@@ -106,12 +118,16 @@ def needed(manifest: dict | None, registry: Registry, scope: Scope = LIVE, *, so
 
 def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, registry: Registry,
                  invalidate: Callable[[list[str]], None] | None = None, scope: Scope = LIVE,
-                 stored: StoredManifest | None = None) -> Outcome:
+                 stored: StoredManifest | None = None, calls: Executor | None = None) -> Outcome:
     """Bring the processed objects of `change.key` to the current state of the original.
 
     `stored` is the manifest the caller has just read (the backfill decides from it), used
     instead of reading it again in the first round; the commit is still conditional on its ETag.
+    `calls` runs the S3 calls that may overlap (default: a pool of STORE_THREADS threads).
     """
+    if calls is None:
+        with ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="s3") as pool:
+            return apply_change(store, change, processed_bucket, registry, invalidate, scope, stored, pool)
     path = keys.source_path(change.key)
     manifest_key = keys.manifest_key(path)
     too_long = _too_long(path, registry)
@@ -120,7 +136,10 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
     event_order = sequencer_order(change.sequencer)
     forced = False
     for round_ in range(1, MAX_ROUNDS + 1):
+        early = None  # the original, read at the same time as the manifest (rule 1)
         if stored is None or round_ > 1:
+            if round_ == 1 and event_order:
+                early = calls.submit(store.get_original, change.bucket, change.key, registry.config.max_bytes)
             stored = store.read_manifest(processed_bucket, manifest_key)
         previous = _trusted(stored.manifest, change.key)
         applied = (previous or {}).get("source", {}).get("sequencer")
@@ -134,23 +153,34 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
             forced = True
         sequencer = max((s for s in (applied, change.sequencer) if s), key=sequencer_order, default=None)
 
-        original = store.get_original(change.bucket, change.key, registry.config.max_bytes)
-        outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope)
-        if outputs is None:
-            # Nothing to change, as far as the manifest says. A round that lost its commit and then
-            # died (a timeout, a crash) may have left its files under this manifest: check first.
-            if forced or _intact(store, processed_bucket, previous, path, registry):
-                return dataclasses.replace(outcome, rounds=round_)
-            forced = True
-            outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope)
-
-        *files, manifest = outputs.objects
-        for obj in files:
-            store.put(processed_bucket, obj)
+        if early is not None and not forced:
+            original = early.result()
+        else:
+            if early is not None:  # read before a manifest that a later event wrote: maybe older than it
+                early.cancel() or early.exception()  # let it finish; its answer is not used
+            original = store.get_original(change.bucket, change.key, registry.config.max_bytes)
+        puts = _Puts(store, processed_bucket, calls)
+        try:
+            outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope, puts.start)
+            if outputs is None:
+                # Nothing to change, as far as the manifest says. A round that lost its commit and then
+                # died (a timeout, a crash) may have left its files under this manifest: check first.
+                if forced or _intact(store, processed_bucket, previous, path, registry):
+                    return dataclasses.replace(outcome, rounds=round_)
+                forced = True
+                outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope,
+                                         puts.start)
+            *files, manifest = outputs.objects
+            for obj in files:
+                if obj.key not in puts.started:
+                    puts.start(obj)
+        finally:
+            puts.finish()  # every put has ended, and all succeeded, before anything is deleted or committed
         written = {obj.key for obj in files}
         # Files the previous manifest listed that this one does not; for a removed original also
-        # whatever the current definitions would have written, in case no manifest listed them.
-        doomed = set(listed_keys(previous)) - set(listed_keys(outputs.manifest)) - written
+        # whatever the current definitions would have written, in case no manifest listed them;
+        # and files put before the source turned out to be unusable (a plugin's RejectedImage).
+        doomed = (set(listed_keys(previous)) | set(puts.started)) - set(listed_keys(outputs.manifest)) - written
         if original is None or forced:
             doomed |= set(derived_keys(path, registry)) - set(listed_keys(outputs.manifest))
         if doomed:
@@ -170,8 +200,27 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
     raise ContendedKey(f"{change.key}: {MAX_ROUNDS} rounds each lost the manifest to another writer")
 
 
+class _Puts:
+    """The files of one round, put while the variations after them are rendered."""
+
+    def __init__(self, store: S3Store, bucket: str, calls: Executor):
+        self.store, self.bucket, self.calls = store, bucket, calls
+        self.started: dict[str, Future] = {}
+
+    def start(self, obj: OutputObject) -> None:
+        self.started[obj.key] = self.calls.submit(self.store.put, self.bucket, obj)
+
+    def finish(self) -> None:
+        """Wait for every put; raise the first failure, once all have ended."""
+        failures = [future.exception() for future in list(self.started.values())]  # each waits for its put
+        for failure in failures:
+            if failure is not None:
+                raise failure
+
+
 def _plan(original: Original | None, key: str, previous: dict | None, sequencer: str | None,
-          registry: Registry, forced: bool, scope: Scope) -> tuple[Outputs | None, Outcome]:
+          registry: Registry, forced: bool, scope: Scope,
+          on_file: Callable[[OutputObject], None]) -> tuple[Outputs | None, Outcome]:
     """What this round writes (None: nothing) and the outcome it reports."""
     if original is None:
         if previous is not None and previous["status"] == "deleted" and not forced:
@@ -204,7 +253,7 @@ def _plan(original: Original | None, key: str, previous: dict | None, sequencer:
         name: entry for name, entry in previous["variations"].items() if name not in registry.variations}
     outputs = outputs_for_original(key, original.body, original.etag, registry, version_id=original.version_id,
                                    sequencer=sequencer, only=only, previous=previous if only is not None else None,
-                                   kept=kept)
+                                   kept=kept, on_file=on_file)
     return outputs, Outcome(key, "failed" if outputs.failed else "processed", outputs.reason)
 
 

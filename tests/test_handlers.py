@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import Executor, Future
 
 import pytest
 from moto import mock_aws
@@ -520,26 +521,25 @@ def _die_before_the_next_commit(monkeypatch, state):
 
 
 def test_a_round_that_dies_after_overwriting_a_newer_versions_files_is_repaired_by_its_retry(stack, monkeypatch):
-    from pipeline import resize
+    from pipeline.storage import S3Store
 
     key = "uploads/images/original/slow.jpg"
     stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
     (first,) = stack.deliveries()
     state = {}
     _die_before_the_next_commit(monkeypatch, state)
-    render = resize.outputs_for_original
+    real_put = S3Store.put
 
-    def render_then_let_version_2_finish(*args, **kwargs):
-        result = render(*args, **kwargs)
-        if "injected" not in state:  # while v1 renders, v2 is uploaded and fully processed
+    def put_after_version_2_finished(self, bucket, obj):
+        if "injected" not in state:  # before v1's first put, v2 is uploaded and fully processed
             state["injected"] = True
             stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
             (second,) = stack.deliveries()
             handlers.resize_handler(second, None)
             state["crash"] = True  # v1's round puts its files over v2's, then dies before its commit
-        return result
+        return real_put(self, bucket, obj)
 
-    monkeypatch.setattr(resize, "outputs_for_original", render_then_let_version_2_finish)
+    monkeypatch.setattr(S3Store, "put", put_after_version_2_finished)
     with pytest.raises(handlers.RetryableFailure):
         handlers.resize_handler(first, None)
     assert [r["outcome"] for r in handlers.resize_handler(first, None)["results"]] == ["processed"]  # Lambda's retry
@@ -660,3 +660,124 @@ def test_a_version_named_null_is_never_taken_for_one_already_backed_up():
     change = ObjectChange("created", "ObjectCreated:Put", "uploads", "uploads/images/original/a.jpg", 10, "e2",
                           "0062D1A0B3C4D5E6F8", "null")
     assert backup_created(store, change, "backup").outcome == "processed" and store.copied == ["null"]
+
+
+class _Eager(Executor):
+    """Runs each concurrent call at once, in order: the original is read before the manifest."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_an_original_read_before_a_newer_manifest_is_read_again_before_a_forced_round(stack, monkeypatch):
+    """The first round reads the original and the manifest at once. Here the original's answer (v1)
+    predates the manifest's (v2, written meanwhile, whose files a dead round left damaged): the
+    repair round must render what is current, v2, not the stale v1 it already holds."""
+    from pipeline.events import object_changes
+    from pipeline.registry import load_registry
+    from pipeline.config import PipelineConfig
+    from pipeline.resize import apply_change
+    from pipeline.storage import S3Store
+
+    key = "uploads/images/original/early.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
+    (first,) = object_changes(stack.deliveries()[0], UPLOADS).accepted
+    real_read = S3Store.read_manifest
+    state = {}
+
+    def v2_lands_between_the_two_reads(self, bucket, manifest_key):
+        if not state:
+            state["v2"] = True
+            stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+            deliver(stack)
+            stack.s3.put_object(Bucket=PROCESSED, Key="uploads/images/large/early.jpg", Body=b"left by a dead round")
+        return real_read(self, bucket, manifest_key)
+
+    monkeypatch.setattr(S3Store, "read_manifest", v2_lands_between_the_two_reads)
+    registry = load_registry(PipelineConfig())
+    outcome = apply_change(S3Store(stack.s3), first, PROCESSED, registry, calls=_Eager())
+    assert outcome.outcome == "processed"
+    manifest = stack.manifest("early.jpg")
+    assert manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
+    assert manifest["variations"]["large"]["width"] == 600  # v2 is portrait
+    for name in DEFAULTS:
+        obj = stack.s3.head_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/early.jpg")
+        assert obj["Metadata"]["source-etag"] == manifest["source"]["etag"], name
+
+
+def test_a_failed_put_fails_the_record_and_leaves_the_manifest_as_it_was(stack, monkeypatch):
+    from pipeline.storage import S3Store
+
+    key = "uploads/images/original/flaky.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
+    deliver(stack)
+    before = stack.s3.get_object(Bucket=PROCESSED, Key="uploads/images/manifest/flaky.jpg.json")["Body"].read()
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+    (event,) = stack.deliveries()
+    real_put = S3Store.put
+
+    def put(self, bucket, obj):
+        if "/small/" in obj.key:
+            raise TimeoutError(f"s3://{bucket}/{obj.key}: Read timeout on endpoint URL")
+        return real_put(self, bucket, obj)
+
+    monkeypatch.setattr(S3Store, "put", put)
+    with pytest.raises(handlers.RetryableFailure):
+        handlers.resize_handler(event, None)
+    after = stack.s3.get_object(Bucket=PROCESSED, Key="uploads/images/manifest/flaky.jpg.json")["Body"].read()
+    assert after == before  # not committed: Lambda's retry does it all again
+    monkeypatch.setattr(S3Store, "put", real_put)
+    handlers.resize_handler(event, None)
+    assert stack.manifest("flaky.jpg")["source"]["etag"] == head_etag(stack, UPLOADS, key)
+
+
+def test_files_are_put_while_others_render_and_the_manifest_only_after_every_put(stack, monkeypatch):
+    """With real threads: the two reads overlap, a file is put while a later variation is still to
+    be encoded, and the manifest's put starts only after every file's put has ended."""
+    import threading
+    import time
+
+    from pipeline import imaging
+    from pipeline.storage import S3Store
+
+    events, lock, a_put_started = [], threading.Lock(), threading.Event()
+
+    def timed(name, method):
+        def call(self, *args, **kwargs):
+            with lock:
+                events.append((time.perf_counter(), "start", name))
+            if name == "put":
+                a_put_started.set()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                time.sleep(0.05)  # S3's latency, so that calls that overlap do so measurably
+                with lock:
+                    events.append((time.perf_counter(), "end", name))
+        return call
+
+    for name in ("get_original", "read_manifest", "put", "put_manifest"):
+        monkeypatch.setattr(S3Store, name, timed(name, getattr(S3Store, name)))
+    real_encoded, encodes, seen = imaging._encoded, [], []
+
+    def encoded(registry, encoder, image):
+        with lock:
+            encodes.append(image.size)
+            last = len(encodes) == 6
+        if last:  # the sixth and last encode: had a file's put begun? (it would never, were puts after rendering)
+            seen.append(a_put_started.wait(timeout=10))
+        return real_encoded(registry, encoder, image)
+
+    monkeypatch.setattr(imaging, "_encoded", encoded)
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/busy.jpg", Body=photo(1600, 1200))
+    deliver(stack)
+
+    def when(kind, name):
+        return [t for t, k, n in events if (k, n) == (kind, name)]
+
+    assert seen == [True], "files are put while the last variation is still to be encoded"
+    assert len(when("start", "put")) == 6
+    assert max(when("end", "put")) < min(when("start", "put_manifest")), "the manifest goes last"
+    assert min(when("start", "get_original")) < min(when("end", "read_manifest")), "the two reads overlap"

@@ -80,18 +80,19 @@ def scenario_actors(stack, steps: list[tuple[str, int | None]], run_index: int, 
     previous_upload = None
     for index, (operation, seed) in enumerate(steps):
         if operation == "backfill":  # re-renders one variation of whatever the manifest names, forced
-            def backfill(checkpoint):
+            def backfill(run):
                 from pipeline.backfill.core import backfill_one
 
-                store = SteppedStore(stack.s3, checkpoint)
+                store = SteppedStore(stack.s3, run.checkpoint)
                 backfill_one(store, UPLOADS, key, processed, registry, Scope(variations=frozenset({"large"}),
-                                                                              force=True, prune=False))
+                                                                              force=True, prune=False),
+                             calls=run.calls)
 
             actors.append(Actor("backfill", backfill, after="resize1"))
             continue
         events: list = []
 
-        def upload(checkpoint, operation=operation, seed=seed, events=events):
+        def upload(run, operation=operation, seed=seed, events=events):
             if operation == "put":
                 version = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=version_bytes(seed))["VersionId"]
                 results["versions"].append(version)
@@ -102,13 +103,13 @@ def scenario_actors(stack, steps: list[tuple[str, int | None]], run_index: int, 
             (delivery,) = stack.deliveries()
             events.extend(object_changes(delivery, UPLOADS).accepted)
 
-        def resize(checkpoint, events=events):
-            store = SteppedStore(stack.s3, checkpoint)
-            for change in events:
-                apply_change(store, change, processed, registry)
+        def resize(run, events=events):
+            store = SteppedStore(stack.s3, run.checkpoint)
+            for change in events:  # its concurrent calls (the two reads, the puts) as actors of their own
+                apply_change(store, change, processed, registry, calls=run.calls)
 
-        def backup(checkpoint, events=events):
-            store = SteppedStore(stack.s3, checkpoint)
+        def backup(run, events=events):
+            store = SteppedStore(stack.s3, run.checkpoint)
             for change in events:
                 if change.kind == "created":
                     backup_created(store, change, BACKUP)

@@ -43,7 +43,7 @@ def decide(store: S3Store, processed_bucket: str, key: str, registry: Registry, 
 
 
 def backfill_one(store: S3Store, uploads_bucket: str, key: str, processed_bucket: str, registry: Registry,
-                 scope: Scope, *, listed_etag: str | None = None, decided=None) -> Result:
+                 scope: Scope, *, listed_etag: str | None = None, decided=None, calls=None) -> Result:
     """Converge one original under `scope`. Raises what `apply_change` raises for transient
     trouble (S3 errors, ContendedKey) and PluginFailure; a refused upload is a FAILED result."""
     stored, need = decided or decide(store, processed_bucket, key, registry, scope, listed_etag)
@@ -52,7 +52,7 @@ def backfill_one(store: S3Store, uploads_bucket: str, key: str, processed_bucket
             return Result(key, FAILED_EARLIER, need.reason.removeprefix("failed: "))
         return Result(key, UP_TO_DATE, UP_TO_DATE)
     change = ObjectChange("created", "Backfill", uploads_bucket, key)
-    outcome = apply_change(store, change, processed_bucket, registry, scope=scope, stored=stored)
+    outcome = apply_change(store, change, processed_bucket, registry, scope=scope, stored=stored, calls=calls)
     return result_of(outcome, need)
 
 
