@@ -421,10 +421,15 @@ def _variations(base: Image.Image, upright: tuple[int, int], planned: list[tuple
             schedule(make, position)
     while not all(future.done() for future in pending):  # tasks add tasks: wait until none is left
         wait(pending)
+    wholes = [p for p, (_, g) in enumerate(order) if g.shows_whole(upright)]
+    smallest = pixels.get(min(wholes, key=lambda p: order[p][1].scale), base) if wholes else base
+    # `make` schedules itself: a reference cycle that only the garbage collector would break,
+    # keeping every image of this upload alive into the next one's. Let them go now.
+    pixels.clear()
+    pending.clear()
     if failures:
         raise failures[0]
-    wholes = [p for p, (_, g) in enumerate(order) if g.shows_whole(upright)]
-    return rendered, pixels[min(wholes, key=lambda p: order[p][1].scale)] if wholes else base
+    return rendered, smallest
 
 
 def _encoded(registry: "Registry", encoder: Encoder, image: Image.Image) -> bytes:
