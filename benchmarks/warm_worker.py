@@ -41,19 +41,22 @@ def ours(data: bytes):
     return once
 
 
-def libvips(data: bytes):
+def libvips(data: bytes, margin: float | None = None):
     """vips_pyramid.py's pyramid from a buffer to buffers. pyvips-binary has no HEVC decoder, so a
-    HEIC starts from pillow_heif's pixels, that decode counted in libvips' time."""
+    HEIC starts from pillow_heif's pixels, that decode counted in libvips' time. `margin`: the
+    shrink-on-load rule (default vips_pyramid's 1.3x; our MIN_DECODE_FRACTION decodes as small as ours)."""
     import pyvips
 
-    from vips_pyramid import SAVE, from_buffer, pyramid
+    from vips_pyramid import MIN_SHRINK, SAVE, from_buffer, pyramid
+
+    margin = margin or MIN_SHRINK
 
     pyvips.cache_set_max(0)  # each upload is new in production: no operation cache hits on repeats
     heif = data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1")
 
     def decode() -> pyvips.Image:
         if not heif:
-            return from_buffer(data)
+            return from_buffer(data, margin)
         import pillow_heif
 
         decoded = pillow_heif.open_heif(data, convert_hdr_to_8bit=True)
@@ -68,7 +71,13 @@ def libvips(data: bytes):
     return once
 
 
-RENDERERS = {"ours": ours, "vips": libvips}
+def libvips_as_small_as_ours(data: bytes):
+    from pipeline.imaging import MIN_DECODE_FRACTION
+
+    return libvips(data, MIN_DECODE_FRACTION)
+
+
+RENDERERS = {"ours": ours, "vips": libvips, "vips-small": libvips_as_small_as_ours}
 
 
 def render(kind: str, photo: str, images: str, cpus: str) -> dict:

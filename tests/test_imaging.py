@@ -6,7 +6,7 @@ import io
 import math
 
 import pytest
-from PIL import Image, ImageChops, ImageFile, ImageStat
+from PIL import Image, ImageChops, ImageFile, ImageOps, ImageStat
 
 from conftest import open_output, render_outputs
 from images import (STORED_AS, adobe_rgb_profile, adobe_rgb_to_srgb, encode, jpeg_header_declaring, oriented_jpeg,
@@ -231,9 +231,10 @@ def test_greyscale_and_palette_sources(registry):
 
 
 @pytest.mark.parametrize(("size", "denominator"), [
-    ((8000, 5000), 3),  # 3/8 gives 3000 px, still 1.46x the 2048 px variation
-    ((6000, 4000), 2),  # 3/8 would leave 1.1x: 1/2
-    ((4800, 3200), None),  # 1/2 would leave 1.17x, too little to smooth the DCT blocks: full size
+    ((8000, 5000), 4),  # 1/4 gives 2000 px: 98% of the 2048 px variation, enlarged by 2.4%
+    ((6000, 4000), 3),  # 1/4 would give 1500 px: 3/8, 2250 px
+    ((4032, 3024), 2),  # a 12 MP phone photo: 2016 px
+    ((3840, 2160), None),  # 1/2 would give 1920 px, 94%: full size
 ])
 def test_big_jpeg_is_decoded_once_at_the_smallest_scale_that_serves_large(registry, monkeypatch, size, denominator):
     """Shrink-on-load, once for all six variations, and what comes out is the photo, not garbage."""
@@ -253,6 +254,32 @@ def test_big_jpeg_is_decoded_once_at_the_smallest_scale_that_serves_large(regist
     assert large.width == 2048
     reference = Image.open(io.BytesIO(data)).resize(large.size, Image.Resampling.LANCZOS)
     assert psnr(large, reference) > 30, "the scaled decode must be the same picture (JPEG loss included)"
+
+
+@pytest.mark.parametrize("size", [(4032, 3024), (8000, 5000)])
+def test_the_smallest_dct_scale_is_as_sharp_as_a_full_decode_once_encoded(registry, monkeypatch, size):
+    """Decoding a 12 MP photo at 1/2 and a 40 MP one at 1/4 (then enlarging by 1.6% or 2.4%) drops the
+    detail that the JPEG encode would drop anyway: each variation stays within 0.2 dB of the one
+    from a decode that leaves a 1.3x shrink (full size, 3/8)."""
+    from pipeline import imaging
+
+    data = samples.jpeg_bytes(samples.photo(*size, seed=size[0]))
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+
+    def scores():
+        outputs = render_outputs(data, registry)
+        found = {}
+        for name in DEFAULT_VARIATIONS:
+            written = open_output(outputs, f"uploads/images/{name}/photo.jpg").convert("RGB")
+            reference = full.resize(written.size, Image.Resampling.LANCZOS) if written.width != written.height else \
+                ImageOps.fit(full, written.size, Image.Resampling.LANCZOS)
+            found[name] = psnr(written, reference)
+        return found
+
+    smallest = scores()
+    monkeypatch.setattr(imaging, "MIN_DECODE_FRACTION", 1.3)
+    larger = scores()
+    assert all(smallest[name] > larger[name] - 0.2 for name in DEFAULT_VARIATIONS), (smallest, larger)
 
 
 @pytest.mark.parametrize("size", [(6001, 3751), (7000, 4375), (5999, 4001)])
