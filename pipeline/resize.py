@@ -12,9 +12,9 @@ same key. Three rules keep the result equal to "processing the final state alone
 1. Level, not edge: a round reads the manifest, then the original's *current* version, and
    converges to that, whatever the event said. A late event can only ever re-apply the present.
    The first round of an event that names its version reads both at once (one round trip, not
-   two): the original read is then at least the event's version, so a manifest read after it can
-   only be newer if a later event committed it, whose greater sequencer forces the round below,
-   which reads the original again, after the manifest.
+   two): the original read is then at least the event's version, so a manifest newer than it can
+   only have been committed by a later event, whose greater sequencer takes rule 3's path, which
+   never uses that read (dropped, or a forced round that reads the original again, after it).
 2. The manifest is the commit: it is written last and only over the exact manifest the round
    read (If-Match its ETag, or If-None-Match when there was none). A manifest is never deleted
    (a removed original leaves a "deleted" tombstone), so "none" cannot come back while a round
