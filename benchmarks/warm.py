@@ -283,6 +283,16 @@ def handler_latency(photos: dict[str, Path], rounds: int, latency_ms: float) -> 
           "a GET's body is read after its request ends)")
 
 
+def where_time_goes(photos: dict[str, Path], images: int) -> None:
+    print(f"\n6. Where our CPU goes, per image (a worker on cpu {ONE}, cProfile's own time of each Pillow call, "
+          f"{images} images), next to libvips' whole render (section 1)")
+    for label in TARGETS:
+        found = worker("profile", photos[label], images, ONE)
+        print(f"  {label}: {ms(found['total'])} in all")
+        table(["step", "CPU", "share"], [[name, ms(seconds), f"{seconds / found['total']:.0%}"]
+                                          for name, seconds in found["steps"].items() if seconds >= 0.0005])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 workers of each, 2 images each")
@@ -303,6 +313,7 @@ def main() -> None:
     cores(photos, rounds, images)
     cold_start(photos["12 MP JPEG"], 3 if args.quick else 7)
     handler_latency(photos, images, args.latency_ms)
+    where_time_goes(photos, 3 if args.quick else 10)
     print(f"\n({time.perf_counter() - started:.0f} s)")
 
 

@@ -3,6 +3,7 @@
     warm_worker.py render ours|vips PHOTO IMAGES CPUS      one warm-up, then IMAGES timed renders
     warm_worker.py handler PHOTO ROUNDS LATENCY_MS CPU     resize_handler against AWS_ENDPOINT_URL
     warm_worker.py moto CPU                                a moto server; stops when stdin closes
+    warm_worker.py profile PHOTO IMAGES CPU                where our CPU goes, step by step
 
 CPUS is a comma-separated list: the worker pins itself to it before importing anything, so
 whatever sizes a thread pool from os.sched_getaffinity sees only those.
@@ -78,6 +79,50 @@ def libvips_as_small_as_ours(data: bytes):
 
 
 RENDERERS = {"ours": ours, "vips": libvips, "vips-small": libvips_as_small_as_ours}
+
+
+def profile(photo: str, images: str, cpu: str) -> dict:
+    """Where our CPU goes, per image: Pillow's decode, each resize and each encode (by the size
+    made), and the rest (our Python, the placeholder, the manifest), from cProfile's own times."""
+    import cProfile
+    import pstats
+
+    os.sched_setaffinity(0, {int(cpu)})
+    from PIL import Image
+
+    once = ours(Path(photo).read_bytes())
+    once()
+    steps: dict[str, float] = {}
+    real_resize = Image.Image.resize
+
+    def resize(self, size, *args, **kwargs):  # the size made names the step
+        started = time.process_time()
+        try:
+            return real_resize(self, size, *args, **kwargs)
+        finally:
+            step = f"resize {self.width}x{self.height} to {size[0]}x{size[1]}"
+            steps[step] = steps.get(step, 0.0) + time.process_time() - started
+
+    started = time.process_time()
+    for _ in range(int(images)):  # the total without the profiler's own overhead
+        once()
+    total = time.process_time() - started
+    Image.Image.resize = resize
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    for _ in range(int(images)):
+        once()
+    profiler.disable()
+    by_name = {}
+    for (_, _, name), row in pstats.Stats(profiler).stats.items():
+        by_name[name] = by_name.get(name, 0.0) + row[2]  # tottime: inside that C call itself
+    per = int(images)
+    found = {"decode (libjpeg-turbo / the format's decoder)": by_name.get("<method 'decode' of 'ImagingDecoder' objects>", 0.0),
+             "encode (libjpeg-turbo)": sum(v for k, v in by_name.items() if "of 'ImagingEncoder' objects" in k)}
+    found.update(sorted(steps.items(), key=lambda item: -item[1]))
+    measured = sum(found.values())
+    found["everything else"] = max(0.0, total - measured)
+    return {"total": total / per, "steps": {name: seconds / per for name, seconds in found.items()}}
 
 
 def render(kind: str, photo: str, images: str, cpus: str) -> dict:
@@ -222,4 +267,4 @@ if __name__ == "__main__":
     if role == "moto":
         moto(*arguments)
     else:
-        print(json.dumps({"render": render, "handler": handler}[role](*arguments)))
+        print(json.dumps({"render": render, "handler": handler, "profile": profile}[role](*arguments)))
