@@ -242,7 +242,7 @@ def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> Image.Image:
         raise RejectedImage(f"truncated JPEG data ({missing}); the upload may be incomplete")
     scans = _jpeg_scans(data) if image_format == "JPEG" else 0
     if scans > MAX_JPEG_SCANS:
-        raise RejectedImage(f"JPEG with {scans:,} scans, over the limit of {MAX_JPEG_SCANS} (each scan is a pass "
+        raise RejectedImage(f"JPEG with more than {MAX_JPEG_SCANS} scans, over the limit (each scan is a pass "
                             "over the whole image: a few hundred bytes can cost minutes); not decoded")
     return image
 
@@ -254,18 +254,32 @@ def _is_jpeg(image: Image.Image) -> bool:
 
 
 def _jpeg_scans(data: bytes) -> int:
-    """How many scans the first picture of a JPEG has: start-of-scan markers before its end-of-image
-    (byte stuffing keeps 0xFF 0xDA out of the entropy-coded data)."""
+    """How many scans the first picture of a JPEG has (counting stops past MAX_JPEG_SCANS).
+
+    Walks the markers between scans, skipping each segment whole: a comment may hold the bytes
+    of an end-of-image marker. Byte stuffing keeps markers out of the entropy-coded data.
+    """
     layout = _jpeg_layout(data)
     if layout is None:
         return 0
     if not layout.whole_image_buffered:
         # One scan with every component of a sequential frame: libjpeg stops at a second one
-        # ("didn't expect more than one scan"). So the entropy-coded data need not be searched,
-        # which costs ~8 ms for a 40 MP photo.
+        # ("didn't expect more than one scan"), so the entropy-coded data need not be read.
         return 1
-    end = data.find(b"\xff\xd9", layout.data_start)
-    return 1 + data.count(b"\xff\xda", layout.data_start, end if end >= 0 else len(data))
+    scans, position = 1, layout.data_start
+    while scans <= MAX_JPEG_SCANS:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 4 > len(data):
+            return scans
+        marker = data[position + 1]
+        if marker == 0x00 or 0xD0 <= marker <= 0xD7 or marker == 0xFF:  # stuffed byte, restart, fill
+            position += 1 if marker == 0xFF else 2
+        elif marker == 0xD9:  # end of image
+            return scans
+        else:  # a segment (SOS, DHT, COM, ...): its length counts its own two bytes
+            scans += marker == 0xDA
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return scans
 
 
 def exif_orientation(image: Image.Image) -> int:
@@ -396,7 +410,11 @@ def _variations(base: Image.Image, upright: tuple[int, int], planned: list[tuple
             return
         variation, geometry = order[position]
         started = time.perf_counter()
-        pixels[position] = _cut(pixels[sources[position]], upright, geometry)
+        source = pixels[sources[position]]
+        cut = _cut(source, upright, geometry)
+        # Pillow keeps a save's parameters on the Image: two variations saving one object at once
+        # would swap qualities. A variation the size of its source gets its own copy.
+        pixels[position] = cut.copy() if cut is source else cut
         schedule(finish, position, started)  # before the variations made from it: its files are stored first
         for child, source in enumerate(sources):
             if source == position:
@@ -421,7 +439,7 @@ def _variations(base: Image.Image, upright: tuple[int, int], planned: list[tuple
 
     def schedule(task, *args) -> None:
         future = pool.submit(task, *args)
-        future.add_done_callback(lambda f: f.exception() and failures.append(f.exception()))
+        future.add_done_callback(lambda f: f.exception() and failures.append(f.exception()))  # stop early
         pending.append(future)
 
     for position, source in enumerate(sources):
@@ -429,14 +447,16 @@ def _variations(base: Image.Image, upright: tuple[int, int], planned: list[tuple
             schedule(make, position)
     while not all(future.done() for future in pending):  # tasks add tasks: wait until none is left
         wait(pending)
+    # From the futures, not `failures`: a future is done before its callbacks have run.
+    raised = [future.exception() for future in pending if future.exception() is not None]
     wholes = [p for p, (_, g) in enumerate(order) if g.shows_whole(upright)]
     smallest = pixels.get(min(wholes, key=lambda p: order[p][1].scale), base) if wholes else base
     # `make` schedules itself: a reference cycle that only the garbage collector would break,
     # keeping every image of this upload alive into the next one's. Let them go now.
     pixels.clear()
     pending.clear()
-    if failures:
-        raise failures[0]
+    if raised:
+        raise raised[0]
     return rendered, smallest
 
 
@@ -520,24 +540,26 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
 
 def _big_step(pixels: Image.Image, wanted: tuple[int, int], box: tuple[float, float, float, float],
               reducing_gap: float | None, pool: Executor | None, threads: int) -> Image.Image:
-    """The resize out of the decode, in one horizontal band per thread when there are several.
+    """The resize out of the decode, in one vertical band per thread when there are several.
 
-    A band is the same resize with the box of its rows: Pillow takes each output pixel's filter
-    taps from the whole image, so the bands join without a seam. Not when Pillow would first
-    reduce() by a whole factor, which works on blocks of rows that bands would cut.
+    A band is the same resize with the box of its columns: Pillow takes each output pixel's filter
+    taps from the whole image, so the bands join without a seam, byte for byte the single resize
+    (bands of rows are not: Pillow may then run its two passes in another order). Not when Pillow
+    would first reduce() by a whole factor, which works on blocks that bands would cut, nor for
+    an image with alpha, which each band would premultiply whole (memory the estimate lacks).
     """
     resample = _filter_for(pixels)
     reduces = reducing_gap is not None and max((box[2] - box[0]) / wanted[0], (box[3] - box[1]) / wanted[1]) >= 2 * reducing_gap
-    if pool is None or threads < 2 or reduces or wanted[1] < 16 * threads:
+    if pool is None or threads < 2 or reduces or pixels.mode in ("LA", "RGBA") or wanted[0] < 16 * threads:
         return pixels.resize(wanted, resample, box=box, reducing_gap=reducing_gap)
-    rows = [round(wanted[1] * band / threads) for band in range(threads + 1)]
-    step = (box[3] - box[1]) / wanted[1]
-    bands = [pool.submit(pixels.resize, (wanted[0], end - start), resample,
-                         (box[0], box[1] + start * step, box[2], box[1] + end * step))
-             for start, end in zip(rows, rows[1:])]
+    columns = [round(wanted[0] * band / threads) for band in range(threads + 1)]
+    step = (box[2] - box[0]) / wanted[0]
+    bands = [pool.submit(pixels.resize, (end - start, wanted[1]), resample,
+                         (box[0] + start * step, box[1], box[0] + end * step, box[3]))
+             for start, end in zip(columns, columns[1:])]
     joined = Image.new(pixels.mode, wanted)
-    for start, band in zip(rows, bands):
-        joined.paste(band.result(), (0, start))
+    for start, band in zip(columns, bands):
+        joined.paste(band.result(), (start, 0))
     return joined
 
 

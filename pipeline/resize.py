@@ -12,9 +12,10 @@ same key. Three rules keep the result equal to "processing the final state alone
 1. Level, not edge: a round reads the manifest, then the original's *current* version, and
    converges to that, whatever the event said. A late event can only ever re-apply the present.
    The first round of an event that names its version reads both at once (one round trip, not
-   two): the original read is then at least the event's version, so a manifest newer than it can
-   only have been committed by a later event, whose greater sequencer takes rule 3's path, which
-   never uses that read (dropped, or a forced round that reads the original again, after it).
+   two). That read is used as it is where there was no manifest (nothing committed before it) or
+   the manifest names the very version read; otherwise a HEAD after the manifest must still find
+   that version, as a later event or a late one converging under an older sequencer may have
+   committed a newer version in between. A forced round always reads after the manifest.
 2. The manifest is the commit: it is written last and only over the exact manifest the round
    read (If-Match its ETag, or If-None-Match when there was none). A manifest is never deleted
    (a removed original leaves a "deleted" tombstone), so "none" cannot come back while a round
@@ -23,7 +24,9 @@ same key. Three rules keep the result equal to "processing the final state alone
 3. Sequencers only save work: the manifest records the greatest S3 sequencer applied, and an
    event older than that is dropped after the manifest's GET and a HEAD, without rendering.
 
-Within a round the files are put as each variation is encoded, while the next are made; the
+Within a round the files are put as each variation is encoded, while the next are made, where
+the manifest read lists no files (a new upload); otherwise all together once the rendering has
+succeeded, so that a plugin failing part way never leaves a live manifest over new pixels. The
 deletions and then the manifest wait until every put has succeeded. A failed put fails the round
 and leaves the manifest as it was.
 
@@ -153,15 +156,16 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
             forced = True
         sequencer = max((s for s in (applied, change.sequencer) if s), key=sequencer_order, default=None)
 
-        if early is not None and not forced:
+        if early is not None and not forced and _still_current(store, change, early.result(), stored, previous):
             original = early.result()
-        else:
-            if early is not None:  # read before a manifest that a later event wrote: maybe older than it
-                early.cancel() or early.exception()  # let it finish; its answer is not used
+        else:  # after the manifest (an early read not used is left to finish on its own)
             original = store.get_original(change.bucket, change.key, registry.config.max_bytes)
+        # Files are put while the next ones render only where they can replace no file a live
+        # manifest lists: a plugin failing part way must not leave that manifest over new pixels.
         puts = _Puts(store, processed_bucket, calls)
+        on_file = puts.start if not listed_keys(previous) else None
         try:
-            outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope, puts.start)
+            outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope, on_file)
             if outputs is None:
                 # Nothing to change, as far as the manifest says. A round that lost its commit and then
                 # died (a timeout, a crash) may have left its files under this manifest: check first.
@@ -169,13 +173,15 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
                     return dataclasses.replace(outcome, rounds=round_)
                 forced = True
                 outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope,
-                                         puts.start)
+                                         on_file)
             *files, manifest = outputs.objects
             for obj in files:
                 if obj.key not in puts.started:
                     puts.start(obj)
-        finally:
-            puts.finish()  # every put has ended, and all succeeded, before anything is deleted or committed
+        except BaseException:
+            puts.settle()  # no put outlives the round; the error that stopped it is the one raised
+            raise
+        puts.finish()  # every put has ended, and all succeeded, before anything is deleted or committed
         written = {obj.key for obj in files}
         # Files the previous manifest listed that this one does not; for a removed original also
         # whatever the current definitions would have written, in case no manifest listed them;
@@ -210,17 +216,20 @@ class _Puts:
     def start(self, obj: OutputObject) -> None:
         self.started[obj.key] = self.calls.submit(self.store.put, self.bucket, obj)
 
+    def settle(self) -> list[BaseException]:
+        """Wait for every put to end; their failures."""
+        failures = [future.exception() for future in list(self.started.values())]  # each waits for its put
+        return [failure for failure in failures if failure is not None]
+
     def finish(self) -> None:
         """Wait for every put; raise the first failure, once all have ended."""
-        failures = [future.exception() for future in list(self.started.values())]  # each waits for its put
-        for failure in failures:
-            if failure is not None:
-                raise failure
+        for failure in self.settle():
+            raise failure
 
 
 def _plan(original: Original | None, key: str, previous: dict | None, sequencer: str | None,
           registry: Registry, forced: bool, scope: Scope,
-          on_file: Callable[[OutputObject], None]) -> tuple[Outputs | None, Outcome]:
+          on_file: Callable[[OutputObject], None] | None) -> tuple[Outputs | None, Outcome]:
     """What this round writes (None: nothing) and the outcome it reports."""
     if original is None:
         if previous is not None and previous["status"] == "deleted" and not forced:
@@ -265,6 +274,19 @@ def _trusted(manifest: dict | None, key: str) -> dict | None:
         return None
     path = keys.source_path(key)
     return manifest if all(keys.belongs_to(k, path) for k in listed_keys(manifest)) else None
+
+
+def _still_current(store: S3Store, change: ObjectChange, original: Original | None, stored: StoredManifest,
+                   previous: dict | None) -> bool:
+    """May the original read together with the manifest be used? Yes where there was no manifest at
+    all (none can have been committed before that read) or the manifest names the very version
+    read. Otherwise only if a HEAD, after the manifest, still finds that version: the commit the
+    manifest read saw may describe a version newer than the read (a late or repeated event
+    converges to the present under its own, older sequencer), which no later event would redo."""
+    version = None if original is None else (original.etag, original.version_id)
+    if stored.etag is None or _describes(previous, version):
+        return True
+    return store.head_original(change.bucket, change.key) == version
 
 
 def _describes(manifest: dict | None, current: tuple[str, str | None] | None) -> bool:

@@ -102,6 +102,8 @@ class Run:
         self.threads: list[threading.Thread] = []
         self.running: Actor | None = None
         self.spawned_last: Actor | None = None  # runs next by default
+        self.naming = threading.Lock()
+        self.starting_names: set[str] = set()
         self.calls = _SpawningExecutor(self)
 
     def spawn(self, fn, *args, **kwargs) -> Future:
@@ -109,7 +111,15 @@ class Run:
         # From the actor's own thread, or from a thread it started (the rendering threads hand
         # over files to put): only one actor runs at a time, so it is the running one.
         parent = getattr(self.local, "actor", None) or self.running
-        parent.spawned += 1
+        # Named by what it does, not by a count: rendering threads hand files over in any order,
+        # and a schedule names the actors it switches to.
+        what = " ".join([fn.__name__] + [a.key for a in args if hasattr(a, "key")])
+        with self.naming:
+            name = f"{parent.name}/{what}"
+            parent.spawned += 1
+            while name in self.actors or name in self.starting_names:
+                name += "'"
+            self.starting_names.add(name)
         future = _SteppedFuture(self)
 
         def body(run: "Run") -> None:
@@ -118,15 +128,17 @@ class Run:
             except BaseException as error:  # noqa: BLE001 - handed to whoever waits, as a pool's would be
                 future.set_exception(error)
 
-        child = Actor(f"{parent.name}/{parent.spawned}", body, switch_to=parent.switch_to)
+        child = Actor(name, body, switch_to=parent.switch_to)
         # Run it up to its S3 call as part of the running actor's step: its start is no step of its own.
         child.starting = started = threading.Semaphore(0)
         self._start(child)
         child.go.release()
         started.acquire()
-        self.actors[child.name] = child
-        self.order.append(child.name)
-        self.spawned_last = child
+        with self.naming:
+            self.actors[child.name] = child
+            self.order.append(child.name)
+            self.starting_names.discard(child.name)
+            self.spawned_last = child
         return future
 
     def wait_for(self, future: Future) -> None:

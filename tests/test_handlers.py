@@ -781,3 +781,86 @@ def test_files_are_put_while_others_render_and_the_manifest_only_after_every_put
     assert len(when("start", "put")) == 6
     assert max(when("end", "put")) < min(when("start", "put_manifest")), "the manifest goes last"
     assert min(when("start", "get_original")) < min(when("end", "read_manifest")), "the two reads overlap"
+
+
+def _changes(stack):
+    from pipeline.events import object_changes
+
+    (delivery,) = stack.deliveries()
+    return object_changes(delivery, UPLOADS).accepted
+
+
+@pytest.mark.parametrize("third", ["put v3", "delete", "redelivered v2"])
+def test_an_original_read_with_the_manifest_is_confirmed_when_the_manifest_names_another_version(
+        stack, monkeypatch, third):
+    """E2 reads v2 together with the manifest; before the manifest's answer, the original changes
+    (v3 or a removal) and an older event converges to that present under its own, older sequencer
+    (a late E1, or E2 delivered again), so the newest event finds nothing to do. E2's read is then
+    stale with nothing newer to redo it: a HEAD after the manifest must catch it."""
+    from pipeline.config import PipelineConfig
+    from pipeline.registry import load_registry
+    from pipeline.resize import apply_change
+    from pipeline.storage import S3Store
+
+    key = "uploads/images/original/race.jpg"
+    registry = load_registry(PipelineConfig())
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
+    (e1,) = _changes(stack)
+    if third == "redelivered v2":
+        apply_change(S3Store(stack.s3), e1, PROCESSED, registry)
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+    (e2,) = _changes(stack)
+    real_read = S3Store.read_manifest
+    outcomes = {}
+
+    def meanwhile(self, bucket, manifest_key):
+        if not outcomes:
+            outcomes["started"] = True
+            if third == "delete":
+                stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+            else:
+                stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(700, 700, seed=3))
+            (e3,) = _changes(stack)
+            monkeypatch.setattr(S3Store, "read_manifest", real_read)
+            older = e2 if third == "redelivered v2" else e1
+            outcomes["older"] = apply_change(S3Store(stack.s3), older, PROCESSED, registry).outcome
+            outcomes["e3"] = apply_change(S3Store(stack.s3), e3, PROCESSED, registry).outcome
+            monkeypatch.setattr(S3Store, "read_manifest", meanwhile)
+        return real_read(self, bucket, manifest_key)
+
+    monkeypatch.setattr(S3Store, "read_manifest", meanwhile)
+    apply_change(S3Store(stack.s3), e2, PROCESSED, registry, calls=_Eager())
+    assert outcomes["e3"] in ("skipped", "superseded")  # the schedule that leaves nothing newer to redo it
+    manifest = stack.manifest("race.jpg")
+    if third == "delete":
+        assert manifest["status"] == "deleted" and not [k for k in stack.keys(PROCESSED) if "/manifest/" not in k]
+    else:
+        assert manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
+
+
+def test_a_plugin_failing_part_way_through_a_replacement_leaves_the_live_files_alone(stack, monkeypatch):
+    """A new upload's files go out while it renders; a replacement's wait for the whole rendering, so
+    a plugin failing on the new version never leaves the live manifest listing its pixels."""
+    from pipeline import imaging
+    from pipeline.types import PluginFailure
+
+    key = "uploads/images/original/pf.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600, seed=1))
+    deliver(stack)
+    live = stack.manifest("pf.jpg")
+    real = imaging._encoded
+
+    def encoded(registry, encoder, image):
+        if image.size == (150, 150):
+            raise PluginFailure("jpeg", "encode", "a plugin bug this upload hits")
+        return real(registry, encoder, image)
+
+    monkeypatch.setattr(imaging, "_encoded", encoded)
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+    (event,) = stack.deliveries()
+    with pytest.raises(handlers.RetryableFailure):
+        handlers.resize_handler(event, None)
+    assert stack.manifest("pf.jpg")["source"]["etag"] == live["source"]["etag"]
+    for name in DEFAULTS:
+        obj = stack.s3.head_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/pf.jpg")
+        assert obj["Metadata"]["source-etag"] == live["source"]["etag"], name

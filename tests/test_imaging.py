@@ -344,5 +344,39 @@ def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding(r
     bomb = data[:end] + data[start:end] * 500 + data[end:]  # the last refinement scan, again and again
     assert not render_outputs(data, registry).failed, "an ordinary progressive JPEG has about ten scans"
     monkeypatch.setattr(imaging, "_decode_base", lambda *a, **k: pytest.fail("decoding started"))
-    with pytest.raises(imaging.RejectedImage, match="JPEG with 5.. scans, over the limit of 100"):
+    with pytest.raises(imaging.RejectedImage, match="JPEG with more than 100 scans"):
         imaging.render(bomb, registry)
+    # A comment holding the bytes of an end-of-image marker does not end the count.
+    hidden = data[:start] + b"\xff\xfe\x00\x04\xff\xd9" + data[start:end] * 500 + data[end:]
+    with pytest.raises(imaging.RejectedImage, match="JPEG with more than 100 scans"):
+        imaging.render(hidden, registry)
+
+
+@pytest.mark.parametrize("size", [(4032, 3024), (3000, 4000), (6000, 4000)])
+def test_every_cpu_gives_the_same_bytes_as_one(registry, size):
+    """The threaded render (a function with more than one vCPU) against the one-CPU render: the
+    bands of the first resize join without a seam, and nothing depends on which thread ran first."""
+    data = samples.jpeg_bytes(samples.photo(*size, seed=size[0]), exif=samples.gps_exif(orientation=6))
+    one, several = render(data, registry, threads=1), render(data, registry, threads=3)
+    assert [[f.data for f in v.files] for v in one.variations] == [[f.data for f in v.files] for v in several.variations]
+    assert one.placeholder == several.placeholder
+
+
+def test_variations_of_one_size_keep_their_own_encoder_settings_when_encoded_at_once():
+    """A photo smaller than the largest sizes gives several variations of one size; encoded at once
+    on several threads, each must still get its own quality (Pillow keeps a save's settings on the
+    image object, so they must not share one)."""
+    from pipeline.registry import load_registry
+
+    registry = load_registry(PipelineConfig.from_dict({"plugins": {"sizes": {"quality": {"medium": 40}}}}))
+    data = samples.jpeg_bytes(samples.photo(1000, 750, grain=0))
+
+    def tables(quality):
+        out = io.BytesIO()
+        Image.new("RGB", (64, 64)).save(out, "JPEG", quality=quality)
+        return Image.open(out).quantization
+
+    for _ in range(20):  # a race: each render gives it a chance
+        made = {v.variation.name: Image.open(io.BytesIO(v.files[0].data)) for v in render(data, registry, threads=4).variations}
+        assert made["large"].size == made["medium"].size == (1000, 750)
+        assert made["medium"].quantization == tables(40) and made["large"].quantization == tables(82)
