@@ -158,7 +158,8 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
 
         if early is not None and not forced and _still_current(store, change, early.result(), stored, previous):
             original = early.result()
-        else:  # after the manifest (an early read not used is left to finish on its own)
+        else:  # after the manifest; an early read not used is let go (its body is one more upload in memory)
+            early = None
             original = store.get_original(change.bucket, change.key, registry.config.max_bytes)
         # Files are put while the next ones render only where they can replace no file a live
         # manifest lists: a plugin failing part way must not leave that manifest over new pixels.
