@@ -60,6 +60,6 @@ mutation: $(STAMP)
 	INTERLEAVING_BOUND=1 $(BIN)/mutmut run
 	$(BIN)/mutmut results
 
-# Every scenario of tests/test_interleavings.py with two switches per schedule (1151 schedules).
+# Every scenario of tests/test_interleavings.py with two switches per schedule (many minutes).
 interleavings: $(STAMP)
 	INTERLEAVING_BOUND=2 $(BIN)/python -m pytest tests/test_interleavings.py -q -s

@@ -299,6 +299,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, help="timed images per worker (default 5; 2 with --quick)")
     parser.add_argument("--latency-ms", type=float, default=30.0, help="injected before each S3 request (default 30)")
     args = parser.parse_args()
+    try:
+        import pyvips  # noqa: F401 - the baseline every table compares with
+    except ImportError:
+        raise SystemExit("warm.py compares with libvips, and pyvips is not installed: `make bench` installs it, "
+                         "or .venv/bin/python -m pip install -r requirements/bench.txt") from None
     rounds = 2 if args.quick else 3
     images = args.images or (2 if args.quick else 5)
     # Installed code has its bytecode compiled (pip does it, so does the Lambda build): measure that.

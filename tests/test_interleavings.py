@@ -35,7 +35,7 @@ CONFIG = PipelineConfig.from_dict({"disabled_variations": ["medium", "small", "x
                                    "plugins": {"webp": {"enabled": True}}})
 RUNS = itertools.count()
 # Switches explored by `make test`, by the number of uploads; INTERLEAVING_BOUND=2 (`make interleavings`)
-# explores two switches for every scenario (1151 schedules, a few minutes).
+# explores two switches for every scenario (many minutes).
 DEFAULT_BOUND = {2: 2, 3: 1}
 
 
