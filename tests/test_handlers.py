@@ -50,6 +50,13 @@ def head_etag(stack, bucket, key):
     return stack.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
 
 
+def assert_files_made_from(stack, path: str, etag: str) -> None:
+    """Every default variation of `path` holds pixels of the original version with `etag`."""
+    for name in DEFAULTS:
+        obj = stack.s3.head_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/{path}")
+        assert obj["Metadata"]["source-etag"] == etag, name
+
+
 def variation_keys(path: str) -> list[str]:
     return [f"uploads/images/{n}/{path}" for n in DEFAULTS]
 
@@ -545,9 +552,7 @@ def test_a_round_that_dies_after_overwriting_a_newer_versions_files_is_repaired_
     assert [r["outcome"] for r in handlers.resize_handler(first, None)["results"]] == ["processed"]  # Lambda's retry
     manifest = stack.manifest("slow.jpg")
     assert manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
-    for name in DEFAULTS:
-        obj = stack.s3.head_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/slow.jpg")
-        assert obj["Metadata"]["source-etag"] == manifest["source"]["etag"], name
+    assert_files_made_from(stack, "slow.jpg", manifest["source"]["etag"])
 
 
 def test_a_removal_that_dies_after_deleting_a_re_uploads_files_is_repaired_by_its_retry(stack, monkeypatch):
@@ -702,9 +707,7 @@ def test_an_original_read_before_a_newer_manifest_is_read_again_before_a_forced_
     manifest = stack.manifest("early.jpg")
     assert manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
     assert manifest["variations"]["large"]["width"] == 600  # v2 is portrait
-    for name in DEFAULTS:
-        obj = stack.s3.head_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/early.jpg")
-        assert obj["Metadata"]["source-etag"] == manifest["source"]["etag"], name
+    assert_files_made_from(stack, "early.jpg", manifest["source"]["etag"])
 
 
 def test_a_failed_put_fails_the_record_and_leaves_the_manifest_as_it_was(stack, monkeypatch):
@@ -861,6 +864,4 @@ def test_a_plugin_failing_part_way_through_a_replacement_leaves_the_live_files_a
     with pytest.raises(handlers.RetryableFailure):
         handlers.resize_handler(event, None)
     assert stack.manifest("pf.jpg")["source"]["etag"] == live["source"]["etag"]
-    for name in DEFAULTS:
-        obj = stack.s3.head_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/pf.jpg")
-        assert obj["Metadata"]["source-etag"] == live["source"]["etag"], name
+    assert_files_made_from(stack, "pf.jpg", live["source"]["etag"])
