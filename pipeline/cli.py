@@ -32,8 +32,11 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0],
-                                     formatter_class=_HelpFormatter)
+    # The docstring's first paragraph, whole; the program as it was called (the console script or -m).
+    summary = " ".join(__doc__.split("\n\n")[0].split())
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    parser = argparse.ArgumentParser(prog="image-pipeline" if called == "image-pipeline" else "python -m pipeline",
+                                     description=summary, formatter_class=_HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     process = commands.add_parser("process", help="render the variations of local image files",
