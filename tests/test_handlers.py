@@ -865,3 +865,39 @@ def test_a_plugin_failing_part_way_through_a_replacement_leaves_the_live_files_a
         handlers.resize_handler(event, None)
     assert stack.manifest("pf.jpg")["source"]["etag"] == live["source"]["etag"]
     assert_files_made_from(stack, "pf.jpg", live["source"]["etag"])
+
+
+def _redelivered(stack, key: str, body: bytes | None) -> tuple[dict, list[dict]]:
+    """Upload (or remove, for None) `key`, process it, and keep its event for a second delivery."""
+    if body is None:
+        stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    else:
+        stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=body)
+    (event,) = stack.deliveries()
+    handlers.resize_handler(event, None)
+    return event, stack.keys(PROCESSED)
+
+
+@pytest.mark.parametrize("state", ["removed", "failed"])
+def test_a_file_left_under_a_manifest_with_no_files_goes_when_the_event_comes_again(stack, state):
+    """A round that died after putting a file (a timeout) leaves it under a tombstone or a failed
+    manifest; the event's next delivery finds nothing to do, checks, and deletes it."""
+    key = "uploads/images/original/left.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    deliver(stack)
+    event, _ = _redelivered(stack, key, None if state == "removed" else b"not an image at all")
+    assert stack.manifest("left.jpg")["status"] == ("deleted" if state == "removed" else "failed")
+    stack.s3.put_object(Bucket=PROCESSED, Key="uploads/images/small/left.jpg", Body=b"left by a dead round",
+                        Metadata={"source-etag": "x", "spec-hash": "y"})
+    handlers.resize_handler(event, None)
+    assert [k for k in stack.keys(PROCESSED) if "/manifest/" not in k] == []
+
+
+def test_a_missing_alternate_is_put_back_when_the_event_comes_again(stack, monkeypatch):
+    monkeypatch.setenv("PIPELINE_CONFIG", json.dumps({"plugins": {"webp": {"enabled": True}}}))
+    key = "uploads/images/original/alt.jpg"
+    event, stored = _redelivered(stack, key, photo(800, 600))
+    assert "uploads/images/medium.webp/alt.jpg" in stored
+    stack.s3.delete_object(Bucket=PROCESSED, Key="uploads/images/medium.webp/alt.jpg")
+    handlers.resize_handler(event, None)
+    assert sorted(stack.keys(PROCESSED)) == sorted(stored)
