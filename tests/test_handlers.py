@@ -901,3 +901,42 @@ def test_a_missing_alternate_is_put_back_when_the_event_comes_again(stack, monke
     stack.s3.delete_object(Bucket=PROCESSED, Key="uploads/images/medium.webp/alt.jpg")
     handlers.resize_handler(event, None)
     assert sorted(stack.keys(PROCESSED)) == sorted(stored)
+
+
+def _requests(client) -> list[tuple[str, str]]:
+    """Every request `client` sends from now on, as (operation, key)."""
+    sent: list[tuple[str, str]] = []
+    client.meta.events.register("before-parameter-build.s3", lambda model=None, params=None, **_: sent.append(
+        (model.name, params.get("Key", ""))))
+    return sent
+
+
+def test_a_new_upload_costs_nine_requests_and_a_repeated_event_no_head_of_the_original(stack):
+    """The original's read with the manifest needs no confirming HEAD where there was no manifest,
+    nor where the manifest names the version read (a second delivery of the same event)."""
+    key = "uploads/images/original/nine.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    (event,) = stack.deliveries()
+    sent = _requests(handlers.s3_client())
+    handlers.resize_handler(event, None)
+    assert sorted(op for op, _ in sent) == sorted(["GetObject"] * 2 + ["PutObject"] * 7)
+    sent.clear()
+    assert handlers.resize_handler(event, None)["results"][0]["outcome"] == "skipped"
+    assert ("HeadObject", key) not in sent and ("GetObject", key) in sent
+
+
+def test_a_removal_records_its_sequencer_and_a_second_delivery_finds_it_done(stack):
+    key = "uploads/images/original/twice.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    deliver(stack)
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    (event,) = stack.deliveries()
+    assert handlers.resize_handler(event, None)["results"] == [{"key": key, "outcome": "removed", "reason": None}]
+    assert stack.manifest("twice.jpg")["source"]["sequencer"] == event_sequencer(event)
+    assert handlers.resize_handler(event, None)["results"] == [
+        {"key": key, "outcome": "skipped", "reason": "already removed"}]
+
+
+def event_sequencer(delivery: dict) -> str:
+    (record,) = json.loads(delivery["Records"][0]["Sns"]["Message"])["Records"]
+    return record["s3"]["object"]["sequencer"]
