@@ -940,3 +940,18 @@ def test_a_removal_records_its_sequencer_and_a_second_delivery_finds_it_done(sta
 def event_sequencer(delivery: dict) -> str:
     (record,) = json.loads(delivery["Records"][0]["Sns"]["Message"])["Records"]
     return record["s3"]["object"]["sequencer"]
+
+
+def test_a_replacement_over_the_byte_limit_takes_the_place_of_the_version_it_replaces(stack, monkeypatch):
+    monkeypatch.setenv("PIPELINE_CONFIG", json.dumps({"max_bytes": 500_000}))
+    key = "uploads/images/original/grew.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    deliver(stack)
+    assert stack.manifest("grew.jpg")["status"] == "ready"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(2400, 1800, seed=3))  # over the limit
+    (event,) = stack.deliveries()
+    assert handlers.resize_handler(event, None)["results"][0]["outcome"] == "failed"
+    manifest = stack.manifest("grew.jpg")
+    assert manifest["status"] == "failed" and manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
+    assert manifest["source"]["sequencer"] == event_sequencer(event) and manifest["source"]["bytes"] > 500_000
+    assert [k for k in stack.keys(PROCESSED) if "/manifest/" not in k] == []  # the old version's files went
