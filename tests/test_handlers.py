@@ -921,7 +921,7 @@ def test_a_new_upload_costs_nine_requests_and_a_repeated_event_no_head_of_the_or
     handlers.resize_handler(event, None)
     assert sorted(op for op, _ in sent) == sorted(["GetObject"] * 2 + ["PutObject"] * 7)
     sent.clear()
-    assert handlers.resize_handler(event, None)["results"][0]["outcome"] == "skipped"
+    assert handlers.resize_handler(event, None)["results"] == [{"key": key, "outcome": "skipped", "reason": "up to date"}]
     assert ("HeadObject", key) not in sent and ("GetObject", key) in sent
 
 
@@ -955,3 +955,16 @@ def test_a_replacement_over_the_byte_limit_takes_the_place_of_the_version_it_rep
     assert manifest["status"] == "failed" and manifest["source"]["etag"] == head_etag(stack, UPLOADS, key)
     assert manifest["source"]["sequencer"] == event_sequencer(event) and manifest["source"]["bytes"] > 500_000
     assert [k for k in stack.keys(PROCESSED) if "/manifest/" not in k] == []  # the old version's files went
+
+
+def test_a_corrupt_upload_delivered_again_is_not_rendered_again(stack):
+    """Its failed manifest says why, under the same limits: the second delivery reports that, and
+    writes nothing."""
+    key = "uploads/images/original/broken.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=b"\xff\xd8\xff\xe0 not really a JPEG")
+    (event,) = stack.deliveries()
+    (first,) = handlers.resize_handler(event, None)["results"]
+    assert first["outcome"] == "failed" and first["reason"]
+    written = stack.s3.head_object(Bucket=PROCESSED, Key="uploads/images/manifest/broken.jpg.json")["ETag"]
+    assert handlers.resize_handler(event, None)["results"] == [{"key": key, "outcome": "skipped", "reason": first["reason"]}]
+    assert stack.s3.head_object(Bucket=PROCESSED, Key="uploads/images/manifest/broken.jpg.json")["ETag"] == written
