@@ -67,14 +67,20 @@ class S3Store:
     def __init__(self, client):
         self.client = client
 
-    def get_original(self, bucket: str, key: str, max_bytes: int) -> Original | None:
-        """The current version of an original, or None when it is gone (deleted, or a delete marker)."""
+    def _unless_missing(self, call, **arguments) -> dict | None:
+        """The answer of one S3 call, or None when its object (or version) does not exist."""
         try:
-            response = self.client.get_object(Bucket=bucket, Key=key)
+            return call(**arguments)
         except self.client.exceptions.ClientError as error:
             if _code(error) in _MISSING:
                 return None
             raise
+
+    def get_original(self, bucket: str, key: str, max_bytes: int) -> Original | None:
+        """The current version of an original, or None when it is gone (deleted, or a delete marker)."""
+        response = self._unless_missing(self.client.get_object, Bucket=bucket, Key=key)
+        if response is None:
+            return None
         size = response["ContentLength"]
         if size > max_bytes:
             response["Body"].close()
@@ -84,12 +90,9 @@ class S3Store:
         return Original(key, response["ETag"].strip('"'), response.get("VersionId"), size, body)
 
     def read_manifest(self, bucket: str, key: str) -> StoredManifest:
-        try:
-            response = self.client.get_object(Bucket=bucket, Key=key)
-        except self.client.exceptions.ClientError as error:
-            if _code(error) in _MISSING:
-                return StoredManifest(None, None)
-            raise
+        response = self._unless_missing(self.client.get_object, Bucket=bucket, Key=key)
+        if response is None:
+            return StoredManifest(None, None)
         etag = response["ETag"].strip('"')
         if response["ContentLength"] > MAX_MANIFEST_BYTES:  # not one the pipeline wrote: rewritten, never read
             response["Body"].close()
@@ -98,26 +101,18 @@ class S3Store:
 
     def head_original(self, bucket: str, key: str) -> tuple[str, str | None] | None:
         """The current version's (ETag, version id), or None when the original is gone."""
-        try:
-            head = self.client.head_object(Bucket=bucket, Key=key)
-        except self.client.exceptions.ClientError as error:
-            if _code(error) in _MISSING:
-                return None
-            raise
+        head = self._unless_missing(self.client.head_object, Bucket=bucket, Key=key)
+        if head is None:
+            return None
         return head["ETag"].strip('"'), head.get("VersionId")
 
     def file_sources(self, bucket: str, keys: list[str]) -> dict[str, tuple[str, str] | None]:
         """For each key, the (source-etag, spec-hash) its metadata records, or None when it is absent."""
         found = {}
         for key in keys:
-            try:
-                metadata = self.client.head_object(Bucket=bucket, Key=key).get("Metadata", {})
-            except self.client.exceptions.ClientError as error:
-                if _code(error) in _MISSING:
-                    found[key] = None
-                    continue
-                raise
-            found[key] = (metadata.get("source-etag", ""), metadata.get("spec-hash", ""))
+            head = self._unless_missing(self.client.head_object, Bucket=bucket, Key=key)
+            metadata = None if head is None else head.get("Metadata", {})
+            found[key] = None if metadata is None else (metadata.get("source-etag", ""), metadata.get("spec-hash", ""))
         return found
 
     def put(self, bucket: str, obj: OutputObject) -> None:
