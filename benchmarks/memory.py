@@ -132,7 +132,7 @@ def measure_runtime() -> dict:
     handed_over = []  # what render gives each encoder: the variation, post-processed
     for encoder in registry.encoders.values():
         object.__setattr__(encoder, "encode", lambda pixels, encoder=encoder, real=encoder.encode:
-                           handed_over.append((real, pixels)) or b"")
+                           handed_over.append((real, pixels)) or b"0")  # not empty: that is refused
     render(samples.jpeg_bytes(samples.photo(2048, 1536)), registry)
     before_encoding = _reset_peak()
     outputs = [encode(pixels) for encode, pixels in handed_over]
@@ -157,8 +157,10 @@ def measure_render(path: str) -> dict:
 # --- the report --------------------------------------------------------------------------------
 
 def worker(*argv: str) -> dict:
+    from pipeline.imaging import FUNCTION_ENVIRONMENT  # the functions' process, as deployed
+
     measured = subprocess.run([sys.executable, __file__, "--worker", *argv], capture_output=True, text=True,
-                              cwd=ROOT, env={**os.environ, "PIPELINE_CONFIG": ""})
+                              cwd=ROOT, env={**os.environ, "PIPELINE_CONFIG": "", **FUNCTION_ENVIRONMENT})
     if measured.returncode:
         raise SystemExit(f"{' '.join(argv)} failed:\n{measured.stderr}")
     return json.loads(measured.stdout)

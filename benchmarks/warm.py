@@ -35,6 +35,7 @@ import warm_worker  # noqa: E402
 from bench import CACHE, make_photo, psnr, references  # noqa: E402
 from pipeline import samples  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
+from pipeline.imaging import FUNCTION_ENVIRONMENT  # noqa: E402
 
 WORKER = HERE / "warm_worker.py"
 CPUS = sorted(os.sched_getaffinity(0))
@@ -79,6 +80,9 @@ PHOTOS = {  # label: (the photo, what libvips starts from)
 
 
 def worker(*arguments, env: dict | None = None) -> dict:
+    """Run one warm_worker.py; ours run with the environment the functions are deployed with."""
+    libvips = arguments[0] == "render" and arguments[1] != "ours"
+    env = {**(env or os.environ), **({} if libvips else FUNCTION_ENVIRONMENT)}
     done = subprocess.run([sys.executable, str(WORKER), *map(str, arguments)], cwd=ROOT, capture_output=True,
                           text=True, env=env)
     if done.returncode:
@@ -187,7 +191,8 @@ def cores(photos: dict[str, Path], rounds: int, images: int) -> None:
     both = f"{CPUS[0]},{CPUS[1]}"
     print(f"\n3. Wall time per image with 1 and 2 cores: our worker pinned to cpu {ONE}, then to cpus {both} "
           f"(it sees them in os.sched_getaffinity); {rounds} workers of each, alternating; medians over "
-          f"{rounds * images} images; peak RSS is the largest worker's")
+          f"{rounds * images} images; peak RSS is the largest worker's; our workers run with the functions' "
+          f"{' '.join(f'{k}={v}' for k, v in FUNCTION_ENVIRONMENT.items())}")
     rows = []
     for label in ("40 MP JPEG", "12 MP JPEG"):
         runs = alternate({"1": ("render", "ours", photos[label], images, ONE),

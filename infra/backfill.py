@@ -16,6 +16,7 @@ import pulumi_aws as aws
 
 from infra import policies
 from infra.storage import JOBS, lifecycle
+from pipeline.imaging import FUNCTION_ENVIRONMENT
 
 HANDLER = "pipeline.handlers.backfill_handler"
 
@@ -81,7 +82,8 @@ class Backfill(pulumi.ComponentResource):
             environment={"variables": {"UPLOADS_BUCKET": buckets["uploads"].bucket,
                                        "PROCESSED_BUCKET": buckets["processed"].bucket,
                                        "PIPELINE_CONFIG": settings.pipeline.to_json(),
-                                       "POWERTOOLS_SERVICE_NAME": "image-pipeline-backfill"}},
+                                       "POWERTOOLS_SERVICE_NAME": "image-pipeline-backfill",
+                                       **FUNCTION_ENVIRONMENT}},
             logging_config={"log_format": "Text", "log_group": log_group.name},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, s3_access, logs]))
 

@@ -11,6 +11,7 @@ import pulumi_aws as aws
 from infra import policies
 from infra.artifact import build
 from pipeline.caching import DISTRIBUTION_ENV
+from pipeline.imaging import FUNCTION_ENVIRONMENT
 
 HANDLERS = {"resize": "pipeline.handlers.resize_handler", "backup": "pipeline.handlers.backup_handler"}
 DEAD_LETTER_RETENTION_S = 14 * 24 * 3600
@@ -63,7 +64,7 @@ class Functions(pulumi.ComponentResource):
                        "PROCESSED_BUCKET": buckets["processed"].bucket,
                        "PIPELINE_CONFIG": settings.pipeline.to_json(),
                        DISTRIBUTION_ENV: args.distribution.id,
-                       "POWERTOOLS_SERVICE_NAME": "image-pipeline-resize"},
+                       "POWERTOOLS_SERVICE_NAME": "image-pipeline-resize", **FUNCTION_ENVIRONMENT},
             "backup": {"UPLOADS_BUCKET": buckets["uploads"].bucket,
                        "BACKUP_BUCKET": buckets["backup"].bucket,
                        "POWERTOOLS_SERVICE_NAME": "image-pipeline-backup"},

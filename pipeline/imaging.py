@@ -5,7 +5,8 @@ estimate of the decode's peak memory against a budget, complete JPEG data), shru
 smallest DCT scale that still serves the most detailed variation.
 That decode is brought upright, to sRGB and to 8 bits once; every variation is then cut from the
 smallest whole-frame intermediate that still has enough detail (large from the decode, medium
-from large, ...), so the expensive full-size work happens once.
+from large, ...), so the expensive full-size work happens once. A JPEG decoded a little under
+large's size serves both large (enlarged by up to 3%) and medium, each resized from it at once.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import importlib
 import math
 import io
 import os
+import threading
 import time
 import warnings
+from collections import Counter
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
@@ -72,6 +75,12 @@ DEFAULT_MEMORY_BUDGET = 1024 * MiB  # off Lambda (the process command, tests), u
 # The other 91 MiB (5% of the deployed 1769) are for what cannot be measured here: Lambda's
 # runtime client, the arm64 builds of the libraries, malloc's fragmentation across invocations.
 RUNTIME_ALLOWANCE = 224 * MiB
+
+# The environment the functions run with. glibc gives each thread that allocates at the same time as
+# another a malloc arena of its own and keeps what is freed in it, so with two vCPUs the render
+# threads' image buffers would stay resident in two or three arenas (peak +10-15 MiB for a 40 MP
+# photo, benchmarks/warm.py section 3). Image buffers are few and large: one arena costs no time.
+FUNCTION_ENVIRONMENT = {"MALLOC_ARENA_MAX": "1"}
 
 # What each decoder holds besides the decoded image, from how the library decodes; the estimate
 # stays above every peak benchmarks/memory.py measures.
@@ -331,7 +340,7 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
 
     `on_variation` gets each variation as soon as it is encoded, so its files can be stored
     while the next are made. With more than one thread (default: one per CPU this process may
-    use), the big first step is cut in bands and each variation's resize and encodes run as soon
+    use), a big first step is cut in bands and each variation's resize and encodes run as soon
     as their source exists, at the same time as the others': Pillow releases the GIL for each.
 
     Raises RejectedImage for an unusable upload and PluginFailure for a plugin that raised or
@@ -349,9 +358,9 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
     source = SourceInfo("JPEG" if _is_jpeg(image) else image.format, upright[0], upright[1], len(data))
     threads = threads or usable_cpus()
     with (ThreadPoolExecutor(threads, thread_name_prefix="render") if threads > 1 else _Inline()) as pool:
-        base = _decode_base(image, data, plan.wanted, orientation, pool, threads)
+        decoded = {DECODED: _decode_base(image, data, plan.wanted, orientation, pool, threads)}
         del image  # the full-size decode and its decoder's buffers go before the variations are made
-        rendered, smallest = _variations(base, upright, plan.variations, registry, pool, on_variation)
+        rendered, smallest = _variations(decoded, upright, plan.variations, registry, pool, on_variation)
 
     from pipeline.placeholder import placeholder
 
@@ -376,34 +385,46 @@ class _Inline(Executor):
         return future
 
 
+DECODED = -1  # the decode's place among the variations' sources
+
+
 def _derivations(planned: list[tuple[Variation, Geometry]], upright: tuple[int, int],
                  base_size: tuple[int, int]) -> list[int]:
-    """For each variation (most detailed first), where its pixels come from: -1 for the decode, else
-    the position of an earlier whole-frame variation, the smallest that still has the detail it needs."""
+    """For each variation (most detailed first), where its pixels come from: DECODED, or the position
+    of an earlier whole-frame variation, the smallest that still has the detail it needs."""
     def scale_of(size: tuple[int, int]) -> float:
         return min(size[0] / upright[0], size[1] / upright[1])
 
-    wholes: list[tuple[int, float]] = [(-1, scale_of(base_size))]  # (position, scale)
+    wholes: list[tuple[int, float]] = [(DECODED, scale_of(base_size))]  # (position, scale)
     sources = []
     for position, (_, geometry) in enumerate(planned):
         enough = [w for w in wholes if w[1] >= geometry.scale * 0.995]
-        sources.append(min(enough, key=lambda w: w[1])[0] if enough else -1)
+        sources.append(min(enough, key=lambda w: w[1])[0] if enough else DECODED)
         if geometry.shows_whole(upright):
             wholes.append((position, scale_of(geometry.size)))
     return sources
 
 
-def _variations(base: Image.Image, upright: tuple[int, int], planned: list[tuple[Variation, Geometry]],
+def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], planned: list[tuple[Variation, Geometry]],
                 registry: "Registry", pool: Executor,
                 on_variation: Callable[[RenderedVariation], None] | None) -> tuple[dict[str, RenderedVariation], Image.Image]:
     """Resize and encode every variation, each as soon as its source exists; returns them and the
-    smallest whole-frame image (the placeholder's source). Sources are never changed once made."""
+    smallest whole-frame image (the placeholder's source).
+
+    `pixels` holds the decode under DECODED, and each variation cut from it under its position;
+    an image leaves it once every variation made from it is cut, so the peak holds no more than the
+    images still in use. Sources are never changed once made.
+    """
     order = sorted(planned, key=lambda p: -p[1].scale)
-    sources = _derivations(order, upright, base.size)
-    pixels: dict[int, Image.Image] = {-1: base}
+    sources = _derivations(order, upright, pixels[DECODED].size)
+    wholes = [p for p, (_, g) in enumerate(order) if g.shows_whole(upright)]
+    keep = min(wholes, key=lambda p: order[p][1].scale) if wholes else DECODED  # the placeholder's source
+    uncut = Counter(sources)  # variations still to be cut from each image
     rendered: dict[str, RenderedVariation] = {}
     pending: list[Future] = []
     failures: list[BaseException] = []
+    parallel = not isinstance(pool, _Inline)
+    bookkeeping = threading.Lock()
 
     def make(position: int) -> None:
         if failures:
@@ -414,17 +435,29 @@ def _variations(base: Image.Image, upright: tuple[int, int], planned: list[tuple
         cut = _cut(source, upright, geometry)
         # Pillow keeps a save's parameters on the Image: two variations saving one object at once
         # would swap qualities. A variation the size of its source gets its own copy.
-        pixels[position] = cut.copy() if cut is source else cut
-        schedule(finish, position, started)  # before the variations made from it: its files are stored first
-        for child, source in enumerate(sources):
-            if source == position:
+        if cut is source:
+            cut = cut.copy()
+        del source
+        with bookkeeping:
+            uncut[sources[position]] -= 1
+            if not uncut[sources[position]] and sources[position] != keep:
+                del pixels[sources[position]]
+            if uncut[position] or position == keep:
+                pixels[position] = cut
+        children = [child for child, source in enumerate(sources) if source == position]
+        if parallel:  # the variations made from this one start on other threads while it is encoded here
+            for child in children:
+                schedule(make, child)
+            finish(position, started, cut)
+        else:  # encoded first, so its files are stored while the next variations are made
+            finish(position, started, cut)
+            for child in children:
                 schedule(make, child)
 
-    def finish(position: int, started: float) -> None:
+    def finish(position: int, started: float, image: Image.Image) -> None:
         if failures:
             return
         variation, _ = order[position]
-        image = pixels[position]
         for postprocessor in registry.postprocessors_for(variation):
             before = image
             image = _plugin_call(registry, "post-processor", postprocessor.name, "apply", postprocessor.apply,
@@ -443,14 +476,13 @@ def _variations(base: Image.Image, upright: tuple[int, int], planned: list[tuple
         pending.append(future)
 
     for position, source in enumerate(sources):
-        if source == -1:
+        if source == DECODED:
             schedule(make, position)
     while not all(future.done() for future in pending):  # tasks add tasks: wait until none is left
         wait(pending)
     # From the futures, not `failures`: a future is done before its callbacks have run.
     raised = [future.exception() for future in pending if future.exception() is not None]
-    wholes = [p for p, (_, g) in enumerate(order) if g.shows_whole(upright)]
-    smallest = pixels.get(min(wholes, key=lambda p: order[p][1].scale), base) if wholes else base
+    smallest = pixels.get(keep)
     # `make` schedules itself: a reference cycle that only the garbage collector would break,
     # keeping every image of this upload alive into the next one's. Let them go now.
     pixels.clear()
@@ -514,7 +546,11 @@ def _check_postprocessed(registry: "Registry", name: str, before: Image.Image, a
 
 def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orientation: int,
                  pool: Executor | None = None, threads: int = 1) -> Image.Image:
-    """Decode once at `wanted` (stored orientation); return it upright, sRGB, 8 bit, no metadata."""
+    """Decode once at `wanted` (stored orientation); return it upright, sRGB, 8 bit, no metadata.
+
+    A DCT-scaled JPEG decode that is a little smaller than `wanted` and exactly the whole photo is
+    returned at its own size instead: the variations are cut from it (see `_variations`).
+    """
     image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
     whole = shrink_on_load(image, data, wanted) if _is_jpeg(image) else (0, 0, *image.size)
     try:
@@ -526,7 +562,11 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
     # copies (8 bytes a pixel, 800 MB for a 100 MP scan). reduce() knows no 16-bit mode.
     sixteen_bit = image.mode.startswith("I;16")
     pixels = image if sixteen_bit else _eight_bit(image)
-    if pixels.size != wanted:
+    # A DCT-scaled decode a little smaller than `wanted` is kept at its own size when it is the
+    # whole photo: the variations then enlarge or shrink it each in one resize, at the same time
+    # (the most detailed one needs the slight enlargement, the next one need not wait for it).
+    kept_small = whole == (0, 0, *pixels.size) and (pixels.width < wanted[0] or pixels.height < wanted[1])
+    if pixels.size != wanted and not kept_small:
         pixels = _big_step(pixels, wanted, whole, None if sixteen_bit else REDUCING_GAP, pool, threads)
     pixels = _eight_bit(pixels)
     if orientation in UPRIGHT:

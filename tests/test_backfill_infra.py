@@ -38,6 +38,7 @@ def test_the_backfill_function_is_the_resize_artifact_with_its_own_handler_and_c
     assert variables["UPLOADS_BUCKET"] == b["uploads"] and variables["PROCESSED_BUCKET"] == b["processed"]
     assert variables["PIPELINE_CONFIG"] == resize.inputs["environment"]["variables"]["PIPELINE_CONFIG"]
     assert "CDN_DISTRIBUTION_ID" not in variables, "the command invalidates one wildcard per variation, not the tasks"
+    assert variables["MALLOC_ARENA_MAX"] == resize.inputs["environment"]["variables"]["MALLOC_ARENA_MAX"] == "1"
 
 
 def test_backfill_concurrency_comes_from_the_stack_config_and_must_be_positive():

@@ -362,6 +362,40 @@ def test_every_cpu_gives_the_same_bytes_as_one(registry, size):
     assert one.placeholder == several.placeholder
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_image_is_let_go_once_every_variation_made_from_it_is_cut(registry, monkeypatch, threads):
+    """Peak memory holds only the images still needed: the decode goes once large and medium are cut
+    from it, large once it is encoded, and nothing outlives the render (the next upload's peak)."""
+    import weakref
+
+    from pipeline import imaging
+
+    made, alive_when = {}, {}
+    decode_base, cut = imaging._decode_base, imaging._cut
+
+    def remembered_decode(*args, **kwargs):
+        decoded = decode_base(*args, **kwargs)
+        made["decode"] = weakref.ref(decoded)
+        return decoded
+
+    def remembered_cut(source, upright, geometry):
+        image = cut(source, upright, geometry)
+        made[geometry.size] = weakref.ref(image)
+        return image
+
+    def on_variation(done):
+        alive_when[done.variation.name] = {name for name, ref in made.items() if ref() is not None}
+
+    monkeypatch.setattr(imaging, "_decode_base", remembered_decode)
+    monkeypatch.setattr(imaging, "_cut", remembered_cut)
+    data = samples.jpeg_bytes(samples.photo(4032, 3024, seed=7))  # decoded at 2016x1512, under large's 2048
+    render(data, registry, threads=threads, on_variation=on_variation)
+    if threads == 1:  # one order; on more threads large may still be cut or encoded while small is stored
+        assert "decode" not in alive_when["small"] and (2048, 1536) not in alive_when["small"]
+        assert (640, 480) in alive_when["small"], "small itself, being stored"
+    assert not [name for name, ref in made.items() if ref() is not None], "nothing outlives the render"
+
+
 def test_variations_of_one_size_keep_their_own_encoder_settings_when_encoded_at_once():
     """A photo smaller than the largest sizes gives several variations of one size; encoded at once
     on several threads, each must still get its own quality (Pillow keeps a save's settings on the

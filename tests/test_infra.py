@@ -364,6 +364,8 @@ def test_functions_runtime_memory_environment_and_artifact(stack):
     assert resize["environment"]["variables"]["PROCESSED_BUCKET"] == b["processed"]
     assert resize["environment"]["variables"]["CDN_DISTRIBUTION_ID"] == DISTRIBUTION_ID  # the distribution's id
     assert "CDN_DISTRIBUTION_ID" not in backup["environment"]["variables"]
+    # Render threads in one malloc arena: freed image buffers are reused, not kept in an arena per thread.
+    assert resize["environment"]["variables"]["MALLOC_ARENA_MAX"] == "1"
     assert backup["environment"]["variables"]["BACKUP_BUCKET"] == b["backup"]
     for function in (resize, backup):  # the handlers act on records of this bucket only
         assert function["environment"]["variables"]["UPLOADS_BUCKET"] == b["uploads"]
