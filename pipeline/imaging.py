@@ -357,10 +357,10 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
     upright = plan.upright
     source = SourceInfo("JPEG" if _is_jpeg(image) else image.format, upright[0], upright[1], len(data))
     threads = threads or usable_cpus()
-    with (ThreadPoolExecutor(threads, thread_name_prefix="render") if threads > 1 else _Inline()) as pool:
-        decoded = {DECODED: _decode_base(image, data, plan.wanted, orientation, pool, threads)}
-        del image  # the full-size decode and its decoder's buffers go before the variations are made
-        rendered, smallest = _variations(decoded, upright, plan.variations, registry, pool, on_variation)
+    pool = _render_threads(threads)
+    decoded = {DECODED: _decode_base(image, data, plan.wanted, orientation, pool, threads)}
+    del image  # the full-size decode and its decoder's buffers go before the variations are made
+    rendered, smallest = _variations(decoded, upright, plan.variations, registry, pool, on_variation)
 
     from pipeline.placeholder import placeholder
 
@@ -371,6 +371,19 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
 def usable_cpus() -> int:
     """The CPUs this process may run on: Lambda gives one vCPU up to 1769 MB of memory, two above."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_pools: dict[int, Executor] = {}
+
+
+def _render_threads(threads: int) -> Executor:
+    """The process's pool of `threads` render threads, made once: a warm function's next upload
+    finds them waiting instead of starting new ones."""
+    if threads < 2:
+        return _Inline()
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="render")
+    return _pools[threads]
 
 
 class _Inline(Executor):
@@ -572,8 +585,8 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
     if orientation in UPRIGHT:
         pixels = pixels.transpose(UPRIGHT[orientation])
     pixels = _to_srgb(pixels, icc_profile)
-    if pixels is image:
-        pixels = image.copy()
+    if pixels is image:  # a plain Image on the decoded pixels, without the file and 10 MB of copying
+        pixels = image._new(image.im)
     pixels.info = {}  # no EXIF, GPS, XMP or profile may reach an output
     return pixels
 
