@@ -297,6 +297,16 @@ def test_dct_scaled_decode_stays_aligned_and_sharp(size):
     assert psnr(large, reference) > psnr(full_decode, reference) - 4.5
 
 
+def test_a_decode_just_under_large_is_kept_only_when_it_has_no_partial_pixel():
+    """A decode a little under large's size is kept at its own size, for large and medium to be cut
+    from at once; 4033x3025 decodes at 1/2 to 2017x1513 whose last column and row are half pixels:
+    it is resized to large at once with their true extent, not kept for the cuts to count as whole."""
+    for size, kept in (((4032, 3024), (2016, 1512)), ((4033, 3025), (2048, 1536))):
+        data = samples.jpeg_bytes(samples.photo(*size, grain=0))
+        image = open_source(data, max_pixels=10**9, max_bytes=10**9)
+        assert _decode_base(image, data, (2048, 1536), orientation=1).size == kept, size
+
+
 def test_lossless_jpeg_frame_is_never_dct_scaled(registry, monkeypatch):
     """libjpeg-turbo ignores the scale for lossless frames: asking for it would overflow the rows."""
     data = samples.jpeg_bytes(samples.photo(4800, 3200, grain=0))
@@ -394,6 +404,16 @@ def test_an_image_is_let_go_once_every_variation_made_from_it_is_cut(registry, m
         assert "decode" not in alive_when["small"] and (2048, 1536) not in alive_when["small"]
         assert (640, 480) in alive_when["small"], "small itself, being stored"
     assert not [name for name, ref in made.items() if ref() is not None], "nothing outlives the render"
+
+
+def test_on_one_cpu_each_variation_is_handed_over_before_those_made_from_it(registry):
+    """One CPU renders one step at a time: a variation is encoded and handed over (its files go to
+    storage) before the smaller ones cut from it are made, so the puts overlap the rendering."""
+    handed = []
+    data = samples.jpeg_bytes(samples.photo(4032, 3024, seed=3))
+    render(data, registry, threads=1, on_variation=lambda done: handed.append(done.variation.name))
+    assert handed.index("medium") < handed.index("small") < handed.index("xsmall")
+    assert handed.index("medium") < handed.index("square_medium") and handed[0] == "large"
 
 
 def test_variations_of_one_size_keep_their_own_encoder_settings_when_encoded_at_once():
