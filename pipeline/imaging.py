@@ -340,8 +340,9 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
 
     `on_variation` gets each variation as soon as it is encoded, so its files can be stored
     while the next are made. With more than one thread (default: one per CPU this process may
-    use), a big first step is cut in bands and each variation's resize and encodes run as soon
-    as their source exists, at the same time as the others': Pillow releases the GIL for each.
+    use), an upright baseline JPEG is resized row by row while it is still decoded, a big first
+    step is cut in bands, and each variation's resize and encodes run as soon as their source
+    exists, at the same time as the others': Pillow releases the GIL for each.
 
     Raises RejectedImage for an unusable upload and PluginFailure for a plugin that raised or
     broke its contract.
@@ -373,7 +374,8 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on: Lambda gives one vCPU up to 1769 MB of memory, two above."""
+    """The CPUs this process may run on: Lambda gives CPU in proportion to memory, one full vCPU at
+    1769 MB, two at 3538 MB, six at 10240 MB (in between, one more vCPU shared with others)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

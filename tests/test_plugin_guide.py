@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, autoloading_env
 
 GUIDE = ROOT / "docs" / "plugins.md"
@@ -55,3 +57,17 @@ def test_the_testing_recipe_runs_as_written_in_a_new_plugin_project(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert re.search(r"\b3 passed\b", result.stdout), result.stdout[-2000:]
+
+
+def test_the_transform_example_plans_within_the_contract_for_every_shape_of_photo(registry):
+    """The guide's `top` transform, as written: small, panoramic and tall photos included."""
+    from pipeline.imaging import _checked_plan
+    from pipeline.types import Variation
+
+    section = GUIDE.read_text().split("\n## register_transforms", 1)[1]
+    namespace: dict = {}
+    exec(next(BLOCK.finditer(section))["body"], namespace)
+    variation = Variation("banner", "top", 1600, 400)
+    for photo in ((4000, 3000), (1200, 900), (6000, 1000), (300, 2000), (1, 1)):
+        geometry = _checked_plan(registry, variation, photo, namespace["top"](photo, (1600, 400)))
+        assert geometry.size[0] / geometry.size[1] == pytest.approx(4, rel=0.05) or min(geometry.size) <= 2, photo
