@@ -375,7 +375,7 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
 
 def usable_cpus() -> int:
     """The CPUs this process may run on: Lambda gives CPU in proportion to memory, one full vCPU at
-    1769 MB, two at 3538 MB, six at 10240 MB (in between, one more vCPU shared with others)."""
+    1769 MB, two full ones at 3538 MB, six at 10240 MB (in between, more vCPUs than their share)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
