@@ -157,7 +157,7 @@ def measure_render(path: str) -> dict:
 # --- the report --------------------------------------------------------------------------------
 
 def worker(*argv: str) -> dict:
-    from pipeline.imaging import FUNCTION_ENVIRONMENT  # the functions' process, as deployed
+    from pipeline.config import FUNCTION_ENVIRONMENT  # the functions' process, as deployed
 
     measured = subprocess.run([sys.executable, __file__, "--worker", *argv], capture_output=True, text=True,
                               cwd=ROOT, env={**os.environ, "PIPELINE_CONFIG": "", **FUNCTION_ENVIRONMENT})

@@ -34,8 +34,7 @@ from PIL import Image, features  # noqa: E402
 import warm_worker  # noqa: E402
 from bench import CACHE, make_photo, psnr, references  # noqa: E402
 from pipeline import samples  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.imaging import FUNCTION_ENVIRONMENT  # noqa: E402
+from pipeline.config import FUNCTION_ENVIRONMENT, PipelineConfig  # noqa: E402
 
 WORKER = HERE / "warm_worker.py"
 CPUS = sorted(os.sched_getaffinity(0))

@@ -16,7 +16,7 @@ import pulumi_aws as aws
 
 from infra import policies
 from infra.storage import JOBS, lifecycle
-from pipeline.imaging import FUNCTION_ENVIRONMENT
+from pipeline.config import FUNCTION_ENVIRONMENT
 
 HANDLER = "pipeline.handlers.backfill_handler"
 

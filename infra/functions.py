@@ -11,7 +11,7 @@ import pulumi_aws as aws
 from infra import policies
 from infra.artifact import build
 from pipeline.caching import DISTRIBUTION_ENV
-from pipeline.imaging import FUNCTION_ENVIRONMENT
+from pipeline.config import FUNCTION_ENVIRONMENT
 
 HANDLERS = {"resize": "pipeline.handlers.resize_handler", "backup": "pipeline.handlers.backup_handler"}
 DEAD_LETTER_RETENTION_S = 14 * 24 * 3600

@@ -6,7 +6,8 @@ smallest DCT scale that still serves the most detailed variation.
 That decode is brought upright, to sRGB and to 8 bits once; every variation is then cut from the
 smallest whole-frame intermediate that still has enough detail (large from the decode, medium
 from large, ...), so the expensive full-size work happens once. A JPEG decoded a little under
-large's size serves both large (enlarged by up to 3%) and medium, each resized from it at once.
+large's size (and the whole photo: no partial last pixel) serves both large (enlarged by up to
+1/MIN_DECODE_FRACTION) and medium, each resized from it at once.
 """
 
 from __future__ import annotations
@@ -75,12 +76,6 @@ DEFAULT_MEMORY_BUDGET = 1024 * MiB  # off Lambda (the process command, tests), u
 # The other 91 MiB (5% of the deployed 1769) are for what cannot be measured here: Lambda's
 # runtime client, the arm64 builds of the libraries, malloc's fragmentation across invocations.
 RUNTIME_ALLOWANCE = 224 * MiB
-
-# The environment the functions run with. glibc gives each thread that allocates at the same time as
-# another a malloc arena of its own and keeps what is freed in it, so with two vCPUs the render
-# threads' image buffers would stay resident in two or three arenas (peak +10-15 MiB for a 40 MP
-# photo, benchmarks/warm.py section 3). Image buffers are few and large: one arena costs no time.
-FUNCTION_ENVIRONMENT = {"MALLOC_ARENA_MAX": "1"}
 
 # What each decoder holds besides the decoded image, from how the library decodes; the estimate
 # stays above every peak benchmarks/memory.py measures.
@@ -359,6 +354,8 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
     source = SourceInfo("JPEG" if _is_jpeg(image) else image.format, upright[0], upright[1], len(data))
     threads = threads or usable_cpus()
     pool = _render_threads(threads)
+    if isinstance(pool, _Inline):  # one CPU, or a render inside a render
+        threads = 1
     order = sorted(plan.variations, key=lambda planned: -planned[1].scale)  # most detailed first
     decoded = _decode_base(image, data, plan.wanted, orientation, pool, threads,
                            lambda size: _first_passes(order, upright, size))
@@ -380,16 +377,23 @@ def usable_cpus() -> int:
 
 
 _pools: dict[int, Executor] = {}
+_pools_made = threading.Lock()
+_render_thread = threading.local()  # `inside` is set in the pools' own threads
+if hasattr(os, "register_at_fork"):  # a forked child has the pools but not their threads: it makes its own
+    os.register_at_fork(after_in_child=_pools.clear)
 
 
 def _render_threads(threads: int) -> Executor:
     """The process's pool of `threads` render threads, made once: a warm function's next upload
-    finds them waiting instead of starting new ones."""
-    if threads < 2:
+    finds them waiting instead of starting new ones. A render started on one of them (from a
+    plugin or an `on_variation`) runs inline: waiting there for its own tasks could wait forever."""
+    if threads < 2 or getattr(_render_thread, "inside", False):
         return _Inline()
-    if threads not in _pools:
-        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="render")
-    return _pools[threads]
+    with _pools_made:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="render",
+                                                 initializer=setattr, initargs=(_render_thread, "inside", True))
+        return _pools[threads]
 
 
 class _Inline(Executor):
@@ -478,6 +482,7 @@ def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], order:
             finish(position, started, cut)
         else:  # encoded first, so its files are stored while the next variations are made
             finish(position, started, cut)
+            del cut  # the children made next, here, hold it in `pixels` only until the last is cut
             for child in children:
                 schedule(make, child)
 

@@ -426,7 +426,38 @@ def test_an_image_is_let_go_once_every_variation_made_from_it_is_cut(registry, m
     if threads == 1:  # one order; on more threads large may still be cut or encoded while small is stored
         assert "decode" not in alive_when["small"] and (2048, 1536) not in alive_when["small"]
         assert (640, 480) in alive_when["small"], "small itself, being stored"
+        assert (1280, 960) not in alive_when["small"], "small is the last variation cut from medium"
     assert not [name for name, ref in made.items() if ref() is not None], "nothing outlives the render"
+
+
+def test_a_render_started_on_a_render_thread_finishes(registry):
+    """Renders share the process's render threads; one started on them (from `on_variation` or a
+    plugin) runs inline instead of waiting for threads that are all waiting for it."""
+    import threading
+
+    photo = samples.jpeg_bytes(samples.photo(4032, 3024, seed=1))
+    banded = samples.jpeg_bytes(samples.photo(6000, 4000, seed=2))  # its first resize is cut in bands
+    nested = []
+    outer = threading.Thread(target=lambda: render(photo, registry, threads=2, on_variation=lambda done: nested.append(
+        len(render(banded, registry, threads=2).variations))), daemon=True)
+    outer.start()
+    outer.join(timeout=60)
+    assert not outer.is_alive(), "deadlocked"
+    assert nested == [6] * 6
+
+
+def test_a_forked_child_renders_after_its_parent_has(registry):
+    """A forked child inherits the pool of render threads but not its threads; it makes its own."""
+    import multiprocessing
+
+    data = samples.jpeg_bytes(samples.photo(4032, 3024, seed=1))
+    render(data, registry, threads=2)
+    child = multiprocessing.get_context("fork").Process(target=render, args=(data, registry), kwargs={"threads": 2})
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
 
 
 def test_on_one_cpu_each_variation_is_handed_over_before_those_made_from_it(registry):
