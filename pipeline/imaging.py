@@ -335,9 +335,8 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
 
     `on_variation` gets each variation as soon as it is encoded, so its files can be stored
     while the next are made. With more than one thread (default: one per CPU this process may
-    use), an upright baseline JPEG is resized row by row while it is still decoded, a big first
-    step is cut in bands, and each variation's resize and encodes run as soon as their source
-    exists, at the same time as the others': Pillow releases the GIL for each.
+    use), a big first step is cut in bands and each variation's resize and encodes run as soon
+    as their source exists, at the same time as the others': Pillow releases the GIL for each.
 
     Raises RejectedImage for an unusable upload and PluginFailure for a plugin that raised or
     broke its contract.
@@ -356,13 +355,9 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
     pool = _render_threads(threads)
     if isinstance(pool, _Inline):  # one CPU, or a render inside a render
         threads = 1
-    order = sorted(plan.variations, key=lambda planned: -planned[1].scale)  # most detailed first
-    decoded = _decode_base(image, data, plan.wanted, orientation, pool, threads,
-                           lambda size: _first_passes(order, upright, size))
+    decoded = {DECODED: _decode_base(image, data, plan.wanted, orientation, pool, threads)}
     del image  # the full-size decode and its decoder's buffers go before the variations are made
-    images, first_passes = {DECODED: decoded.pixels}, decoded.first_passes
-    del decoded  # from here on `images` alone holds the decode: _variations lets it go when it is cut
-    rendered, smallest = _variations(images, upright, order, registry, pool, on_variation, first_passes)
+    rendered, smallest = _variations(decoded, upright, plan.variations, registry, pool, on_variation)
 
     from pipeline.placeholder import placeholder
 
@@ -428,17 +423,17 @@ def _derivations(planned: list[tuple[Variation, Geometry]], upright: tuple[int, 
     return sources
 
 
-def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], order: list[tuple[Variation, Geometry]],
-                registry: "Registry", pool: Executor, on_variation: Callable[[RenderedVariation], None] | None,
-                first_passes: dict[int, Image.Image]) -> tuple[dict[str, RenderedVariation], Image.Image]:
-    """Resize and encode every variation (`order`: most detailed first), each as soon as its source
-    exists; returns them and the smallest whole-frame image (the placeholder's source).
+def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], planned: list[tuple[Variation, Geometry]],
+                registry: "Registry", pool: Executor,
+                on_variation: Callable[[RenderedVariation], None] | None) -> tuple[dict[str, RenderedVariation], Image.Image]:
+    """Resize and encode every variation, each as soon as its source exists; returns them and the
+    smallest whole-frame image (the placeholder's source).
 
     `pixels` holds the decode under DECODED, and each variation cut from it under its position;
     an image leaves it once every variation made from it is cut, so the peak holds no more than the
-    images still in use. Sources are never changed once made. `first_passes` holds the horizontal
-    resizes done while the decode was streamed (_decode_in_strips), by position.
+    images still in use. Sources are never changed once made.
     """
+    order = sorted(planned, key=lambda p: -p[1].scale)
     sources = _derivations(order, upright, pixels[DECODED].size)
     wholes = [p for p, (_, g) in enumerate(order) if g.shows_whole(upright)]
     keep = min(wholes, key=lambda p: order[p][1].scale) if wholes else DECODED  # the placeholder's source
@@ -455,15 +450,7 @@ def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], order:
         variation, geometry = order[position]
         started = time.perf_counter()
         source = pixels[sources[position]]
-        first_pass = first_passes.pop(position, None)
-        if first_pass is None:
-            cut = _cut(source, upright, geometry)
-        else:  # only the vertical pass is left, over the whole height of the first
-            _, top, _, bottom = geometry.region
-            scale = source.height / upright[1]
-            cut = first_pass.resize(geometry.size, _filter_for(source),
-                                    box=(0, top * scale, first_pass.width, bottom * scale))
-            del first_pass
+        cut = _cut(source, upright, geometry)
         # Pillow keeps a save's parameters on the Image: two variations saving one object at once
         # would swap qualities. A variation the size of its source gets its own copy.
         if cut is source:
@@ -576,51 +563,20 @@ def _check_postprocessed(registry: "Registry", name: str, before: Image.Image, a
                                              f"expected one of {', '.join(WORKING_MODES)}")
 
 
-class FirstPass(NamedTuple):
-    """The horizontal resize of a variation cut from the decode: its width, and the columns it spans."""
-    width: int
-    left: float
-    right: float
-
-
-def _first_passes(order: list[tuple[Variation, Geometry]], upright: tuple[int, int],
-                  decoded: tuple[int, int]) -> dict[int, FirstPass]:
-    """The first passes of the variations `_variations` will cut from a decode of this size."""
-    scale = decoded[0] / upright[0]
-    return {position: FirstPass(geometry.size[0], geometry.region[0] * scale, geometry.region[2] * scale)
-            for position, ((_, geometry), source) in enumerate(zip(order, _derivations(order, upright, decoded)))
-            if source == DECODED}
-
-
-class Decoded(NamedTuple):
-    pixels: Image.Image  # upright, sRGB, 8 bit, no metadata
-    first_passes: dict[int, Image.Image]  # by variation position, when the decode was streamed
-
-
 def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orientation: int,
-                 pool: Executor | None = None, threads: int = 1,
-                 first_passes: Callable[[tuple[int, int]], dict[int, FirstPass]] | None = None) -> Decoded:
-    """Decode once at `wanted` (stored orientation), upright, sRGB, 8 bit, no metadata.
+                 pool: Executor | None = None, threads: int = 1) -> Image.Image:
+    """Decode once at `wanted` (stored orientation); return it upright, sRGB, 8 bit, no metadata.
 
     A DCT-scaled JPEG decode that is a little smaller than `wanted` and exactly the whole photo is
-    kept at its own size instead: the variations are cut from it (see `_variations`). On more than
-    one thread such a decode of a plain baseline photo is streamed (`_decode_in_strips`): the
-    variations' horizontal resizes (`first_passes` for the decode's size) run on its rows while
-    the rest is still decoded.
+    returned at its own size instead: the variations are cut from it (see `_variations`).
     """
-    whole = shrink_on_load(image, data, wanted) if _is_jpeg(image) else (0, 0, *image.size)
-    icc_profile = image.info.get("icc_profile")
-    kept_small = whole == (0, 0, *image.size) and (image.width < wanted[0] or image.height < wanted[1])
-    if (kept_small and first_passes and pool is not None and threads > 1 and image.mode == "RGB"
-            and orientation not in UPRIGHT and _is_srgb(icc_profile)):
-        streamed = _decode_in_strips(image, data, first_passes(image.size), pool)
-        if streamed is not None:
-            return streamed
     image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
+    whole = shrink_on_load(image, data, wanted) if _is_jpeg(image) else (0, 0, *image.size)
     try:
         image.load()
     except Exception as error:
         raise RejectedImage(f"truncated or corrupt {image.format} data ({error}); the upload may be incomplete") from None
+    icc_profile = image.info.get("icc_profile")
     # 16-bit greyscale is resized before it is made 8 bit: at full size that takes two 32-bit
     # copies (8 bytes a pixel, 800 MB for a 100 MP scan). reduce() knows no 16-bit mode.
     sixteen_bit = image.mode.startswith("I;16")
@@ -628,6 +584,7 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
     # A DCT-scaled decode a little smaller than `wanted` is kept at its own size when it is the
     # whole photo: the variations then enlarge or shrink it each in one resize, at the same time
     # (the most detailed one needs the slight enlargement, the next one need not wait for it).
+    kept_small = whole == (0, 0, *pixels.size) and (pixels.width < wanted[0] or pixels.height < wanted[1])
     if pixels.size != wanted and not kept_small:
         pixels = _big_step(pixels, wanted, whole, None if sixteen_bit else REDUCING_GAP, pool, threads)
     pixels = _eight_bit(pixels)
@@ -637,79 +594,7 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
     if pixels is image:  # a plain Image on the decoded pixels, without the file and 10 MB of copying
         pixels = image._new(image.im)
     pixels.info = {}  # no EXIF, GPS, XMP or profile may reach an output
-    return Decoded(pixels, {})
-
-
-# A streamed decode is fed in this many chunks: each brings about as many new rows to resize.
-DECODE_CHUNKS = 16
-
-
-def _decode_in_strips(image: Image.Image, data: bytes, passes: dict[int, FirstPass], pool: Executor) -> Decoded | None:
-    """Decode a not yet loaded JPEG chunk by chunk, resizing the rows decoded so far on the pool.
-
-    A baseline JPEG is one entropy-coded stream, a third of a 40 MP photo's work, that only one
-    thread can decode; the horizontal resizes of the variations cut from it need only whole rows,
-    so they run meanwhile, on the other threads. Each row's pixels are resized with the same
-    filter taps as in one resize of the whole image, so the result is byte for byte the same.
-    Returns None (decode the usual way) if this Pillow's pixels cannot show which rows are decoded.
-    """
-    if len(image.tile) != 1 or (layout := _jpeg_layout(data)) is None or layout.whole_image_buffered:
-        return None  # a progressive or multi-scan JPEG gives its rows only after its last scan
-    (decoder_name, extents, offset, args), = image.tile
-    width, height = image.size
-    # Pillow stores RGB in 4 bytes a pixel; decoding a row sets the fourth of each to 255, and a
-    # new image that is not filled has them 0: the last column shows how far the decode has got.
-    pixels = Image.new("RGB", image.size, None)
-    if _rows_decoded(pixels, 0) != 0:
-        return None
-    resample = _filter_for(pixels)
-    first = {position: Image.new("RGB", (fp.width, height), None) for position, fp in passes.items()}
-
-    one_at_a_time = threading.Lock()  # the decode keeps a CPU of its own: it is the longest task
-
-    def resize_rows(top: int, bottom: int) -> None:
-        with one_at_a_time:
-            rows = pixels.crop((0, top, width, bottom))
-            for position, fp in passes.items():
-                first[position].paste(rows.resize((fp.width, bottom - top), resample,
-                                                  box=(fp.left, 0, fp.right, bottom - top)), (0, top))
-
-    decoder = Image._getdecoder(image.mode, decoder_name, args, image.decoderconfig)
-    decoder.setimage(pixels.im, extents)
-    strips: list[Future] = []
-    chunk = max(2**16, (len(data) - offset) // DECODE_CHUNKS)
-    start, end, decoded, error = offset, offset + chunk, 0, 0
-    try:
-        while True:
-            consumed, error = decoder.decode(memoryview(data)[start:end])
-            if consumed < 0:  # the end of the image, or an error
-                break
-            if end >= len(data):  # it had every byte and wants more
-                raise RejectedImage("truncated or corrupt JPEG data (image file is truncated); the upload may be incomplete")
-            # What it did not take comes again; one that took nothing needs a longer chunk.
-            start, end = start + consumed, (start + consumed + chunk) if consumed else end + chunk
-            now = _rows_decoded(pixels, decoded)
-            if now > decoded:
-                strips.append(pool.submit(resize_rows, decoded, now))
-                decoded = now
-    finally:
-        decoder.cleanup()
-        wait(strips)
-    if error < 0:
-        raise RejectedImage(f"truncated or corrupt JPEG data ({ImageFile.ERRORS.get(error, f'decoder error {error}')}); "
-                            "the upload may be incomplete")
-    if decoded < height:
-        strips.append(pool.submit(resize_rows, decoded, height))
-    for strip in strips:
-        strip.result()  # raises what a resize raised
-    return Decoded(pixels, first)
-
-
-def _rows_decoded(pixels: Image.Image, known: int) -> int:
-    """How many rows from the top a decode into `pixels` (an RGB image not filled) has written."""
-    column = pixels.crop((pixels.width - 1, known, pixels.width, pixels.height)).tobytes("raw", "RGBX")[3::4]
-    undecoded = column.find(0)
-    return pixels.height if undecoded < 0 else known + undecoded
+    return pixels
 
 
 def _big_step(pixels: Image.Image, wanted: tuple[int, int], box: tuple[float, float, float, float],
@@ -981,32 +866,19 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 _srgb_profile = None
 
 
-def _is_srgb(icc_profile: bytes | None) -> bool:
-    """RGB pixels with this embedded profile are sRGB already: none, an unreadable one (assumed sRGB), sRGB's own."""
-    from PIL import ImageCms
-
-    if not icc_profile:
-        return True
-    try:
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
-    except (OSError, ImageCms.PyCMSError):
-        return True
-    return "srgb" in (profile.profile.profile_description or "").lower()
-
-
 def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
     """Convert an embedded colour profile (Adobe RGB, Display P3, CMYK) to sRGB."""
     global _srgb_profile
     if not icc_profile or image.mode not in ("RGB", "RGBA", "CMYK"):
         return image.convert("RGB") if image.mode == "CMYK" else image
-    if image.mode != "CMYK" and _is_srgb(icc_profile):
-        return image
     from PIL import ImageCms
 
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
     except (OSError, ImageCms.PyCMSError):
         return image.convert("RGB") if image.mode == "CMYK" else image  # unreadable: assume sRGB
+    if image.mode != "CMYK" and "srgb" in (profile.profile.profile_description or "").lower():
+        return image
     if _srgb_profile is None:
         _srgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
     alpha = image.getchannel("A") if image.mode == "RGBA" else None
