@@ -374,8 +374,18 @@ def usable_cpus() -> int:
 _pools: dict[int, Executor] = {}
 _pools_made = threading.Lock()
 _render_thread = threading.local()  # `inside` is set in the pools' own threads
-if hasattr(os, "register_at_fork"):  # a forked child has the pools but not their threads: it makes its own
-    os.register_at_fork(after_in_child=_pools.clear)
+
+
+def _start_afresh_after_fork() -> None:
+    """A forked child has the pools but not their threads, and maybe the lock held by a thread it
+    lacks, or the mark of a render thread: it makes its own."""
+    global _pools_made, _render_thread
+    _pools.clear()
+    _pools_made, _render_thread = threading.Lock(), threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_start_afresh_after_fork)
 
 
 def _render_threads(threads: int) -> Executor:

@@ -407,11 +407,16 @@ def test_an_image_is_let_go_once_every_variation_made_from_it_is_cut(registry, m
     assert not [name for name, ref in made.items() if ref() is not None], "nothing outlives the render"
 
 
-def test_a_render_started_on_a_render_thread_finishes(registry):
+def test_a_render_started_on_a_render_thread_finishes(registry, monkeypatch):
     """Renders share the process's render threads; one started on them (from `on_variation` or a
-    plugin) runs inline instead of waiting for threads that are all waiting for it."""
+    plugin) runs inline, one thread, instead of waiting for threads that are all waiting for it."""
     import threading
 
+    from pipeline import imaging
+
+    monkeypatch.setattr(imaging, "_pools", {})  # should it deadlock, the other tests keep their threads
+    big_steps, big_step = [], imaging._big_step
+    monkeypatch.setattr(imaging, "_big_step", lambda *a: big_steps.append(a[-1]) or big_step(*a))
     photo = samples.jpeg_bytes(samples.photo(4032, 3024, seed=1))
     banded = samples.jpeg_bytes(samples.photo(6000, 4000, seed=2))  # its first resize is cut in bands
     nested = []
@@ -420,7 +425,7 @@ def test_a_render_started_on_a_render_thread_finishes(registry):
     outer.start()
     outer.join(timeout=60)
     assert not outer.is_alive(), "deadlocked"
-    assert nested == [6] * 6
+    assert nested == [6] * 6 and big_steps == [1] * 6, "each nested render on its caller's thread alone"
 
 
 def test_a_forked_child_renders_after_its_parent_has(registry):
@@ -434,7 +439,26 @@ def test_a_forked_child_renders_after_its_parent_has(registry):
     child.join(timeout=60)
     if child.is_alive():
         child.kill()
+        child.join()
     assert child.exitcode == 0
+
+
+def test_a_child_forked_while_another_thread_makes_a_pool_makes_its_own(registry):
+    """The lock that guards making a pool may be held by a thread the forked child does not have."""
+    import multiprocessing
+
+    from pipeline import imaging
+
+    data = samples.jpeg_bytes(samples.photo(1200, 900, seed=1))
+    with imaging._pools_made:  # as if another thread were making a pool at the moment of the fork
+        child = multiprocessing.get_context("fork").Process(target=render, args=(data, registry), kwargs={"threads": 3})
+        child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+    assert len(render(data, registry, threads=3).variations) == 6, "the parent goes on as before"
 
 
 def test_on_one_cpu_each_variation_is_handed_over_before_those_made_from_it(registry):

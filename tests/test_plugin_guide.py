@@ -59,15 +59,21 @@ def test_the_testing_recipe_runs_as_written_in_a_new_plugin_project(tmp_path):
     assert re.search(r"\b3 passed\b", result.stdout), result.stdout[-2000:]
 
 
-def test_the_transform_example_plans_within_the_contract_for_every_shape_of_photo(registry):
-    """The guide's `top` transform, as written: small, panoramic and tall photos included."""
+def test_the_transform_example_plans_within_the_contract_for_every_shape_of_photo():
+    """The guide's `top` transform, as written, registered as a plugin: photos smaller than the box,
+    panoramas (whose strip height must not round past the photo's) and tall ones."""
+    import types
+
     from pipeline.imaging import _checked_plan
+    from pipeline.testing import registry_with
     from pipeline.types import Variation
 
     section = GUIDE.read_text().split("\n## register_transforms", 1)[1]
-    namespace: dict = {}
-    exec(next(BLOCK.finditer(section))["body"], namespace)
-    variation = Variation("banner", "top", 1600, 400)
-    for photo in ((4000, 3000), (1200, 900), (6000, 1000), (300, 2000), (1, 1)):
-        geometry = _checked_plan(registry, variation, photo, namespace["top"](photo, (1600, 400)))
-        assert geometry.size[0] / geometry.size[1] == pytest.approx(4, rel=0.05) or min(geometry.size) <= 2, photo
+    plugin = types.ModuleType("guide_top")
+    exec(next(BLOCK.finditer(section))["body"], plugin.__dict__)
+    registry = registry_with(plugin)
+    for box in ((1600, 400), (1200, 630), (970, 250), (728, 90), (400, 1600)):
+        variation = Variation("banner", "top", *box)
+        for photo in ((4000, 3000), (1200, 900), (6000, 1000), (8000, 531), (100000, 4999), (300, 2000),
+                      (1, 10000), (10000, 1), (1, 1)):
+            _checked_plan(registry, variation, photo, plugin.top(photo, box))  # raises PluginFailure if broken
