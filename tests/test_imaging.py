@@ -428,36 +428,37 @@ def test_a_render_started_on_a_render_thread_finishes(registry, monkeypatch):
     assert nested == [6] * 6 and big_steps == [1] * 6, "each nested render on its caller's thread alone"
 
 
-def test_a_forked_child_renders_after_its_parent_has(registry):
-    """A forked child inherits the pool of render threads but not its threads; it makes its own."""
+def forked_render(data: bytes, registry, threads: int, *, holding=None):
+    """Start a forked child that renders (while this process holds `holding`); its exit code,
+    None if it did not end within a minute (killed)."""
+    import contextlib
     import multiprocessing
 
-    data = samples.jpeg_bytes(samples.photo(4032, 3024, seed=1))
-    render(data, registry, threads=2)
-    child = multiprocessing.get_context("fork").Process(target=render, args=(data, registry), kwargs={"threads": 2})
-    child.start()
-    child.join(timeout=60)
-    if child.is_alive():
-        child.kill()
-        child.join()
-    assert child.exitcode == 0
-
-
-def test_a_child_forked_while_another_thread_makes_a_pool_makes_its_own(registry):
-    """The lock that guards making a pool may be held by a thread the forked child does not have."""
-    import multiprocessing
-
-    from pipeline import imaging
-
-    data = samples.jpeg_bytes(samples.photo(1200, 900, seed=1))
-    with imaging._pools_made:  # as if another thread were making a pool at the moment of the fork
-        child = multiprocessing.get_context("fork").Process(target=render, args=(data, registry), kwargs={"threads": 3})
+    with holding or contextlib.nullcontext():
+        child = multiprocessing.get_context("fork").Process(target=render, args=(data, registry),
+                                                            kwargs={"threads": threads})
         child.start()
     child.join(timeout=60)
     if child.is_alive():
         child.kill()
         child.join()
-    assert child.exitcode == 0
+        return None
+    return child.exitcode
+
+
+def test_a_forked_child_renders_after_its_parent_has(registry):
+    """A forked child inherits the pool of render threads but not its threads; it makes its own."""
+    data = samples.jpeg_bytes(samples.photo(4032, 3024, seed=1))
+    render(data, registry, threads=2)
+    assert forked_render(data, registry, 2) == 0
+
+
+def test_a_child_forked_while_another_thread_makes_a_pool_makes_its_own(registry):
+    """The lock that guards making a pool may be held by a thread the forked child does not have."""
+    from pipeline import imaging
+
+    data = samples.jpeg_bytes(samples.photo(1200, 900, seed=1))
+    assert forked_render(data, registry, 3, holding=imaging._pools_made) == 0  # as if a pool were being made
     assert len(render(data, registry, threads=3).variations) == 6, "the parent goes on as before"
 
 
