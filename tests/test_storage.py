@@ -62,6 +62,15 @@ def test_a_manifest_is_written_only_over_the_one_read(s3):
         store.put_manifest("bkt", manifest(key="gone.json"), replacing=etag)
 
 
+def test_a_manifest_write_refused_for_another_reason_is_raised_not_taken_for_a_conflict(s3):
+    """Only a precondition that failed (or the one read gone) is a conflict, which the round retries
+    as lost; anything else (here a bucket that does not exist) is an error the invocation reports."""
+    store = S3Store(s3)
+    for replacing in (None, "0" * 32):
+        with pytest.raises(s3.exceptions.ClientError, match="NoSuchBucket"):
+            store.put_manifest("no-such-bucket", manifest(), replacing=replacing)
+
+
 def test_reading_a_manifest_tells_absent_untrusted_and_trusted(s3):
     store = S3Store(s3)
     assert store.read_manifest("bkt", "none.json") == (None, None)
