@@ -41,12 +41,14 @@ SQUARES = {"square_medium": 600, "square_small": 150}
 CPU = min(os.sched_getaffinity(0))
 
 
-def make_photo(label: str) -> Path:
+def make_photo(label: str, restart_marker_rows: int = 0) -> Path:
+    """The photo, with a restart marker every `restart_marker_rows` rows of MCUs if that is not 0."""
     width, height = PHOTOS[label]
-    path = CACHE / f"photo-{width}x{height}.jpg"
+    path = CACHE / f"photo-{width}x{height}{f'-restart{restart_marker_rows}' if restart_marker_rows else ''}.jpg"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        data = samples.jpeg_bytes(samples.photo(width, height, seed=width), exif=samples.gps_exif())
+        data = samples.jpeg_bytes(samples.photo(width, height, seed=width), exif=samples.gps_exif(),
+                                  restart_marker_rows=restart_marker_rows)
         path.write_bytes(data)
     return path
 

@@ -48,6 +48,8 @@ def sixteen_bit_grey(image: Image.Image) -> Image.Image:
 KINDS = {
     "JPEG baseline 4:2:0": lambda image: encoded(image, "JPEG", quality=90),
     "JPEG baseline 4:4:4": lambda image: encoded(image, "JPEG", quality=90, subsampling=0),
+    # decoded in strips on several cores (imaging._decode_in_strips)
+    "JPEG restart markers 4:2:0": lambda image: encoded(image, "JPEG", quality=90, restart_marker_rows=1),
     "JPEG progressive 4:2:0": lambda image: encoded(image, "JPEG", quality=90, progressive=True),
     "JPEG progressive 4:4:4": lambda image: encoded(image, "JPEG", quality=90, progressive=True, subsampling=0),
     "JPEG greyscale": lambda image: encoded(image.convert("L"), "JPEG", quality=90),

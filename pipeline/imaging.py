@@ -7,7 +7,9 @@ That decode is brought upright, to sRGB and to 8 bits once; every variation is t
 smallest whole-frame intermediate that still has enough detail (large from the decode, medium
 from large, ...), so the expensive full-size work happens once. A JPEG decoded a little under
 large's size (and the whole photo: no partial last pixel) serves both large (enlarged by up to
-1/MIN_DECODE_FRACTION) and medium, each resized from it at once.
+1/MIN_DECODE_FRACTION) and medium, each resized from it at once. On several threads, a JPEG with
+restart markers is decoded in horizontal strips at once, a big first resize runs in vertical bands,
+and each variation is made as soon as its source exists.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib
 import math
 import io
 import os
+import re
 import threading
 import time
 import warnings
@@ -63,6 +66,11 @@ REDUCING_GAP = 3.0
 DCT_FRAMES = {0xC0, 0xC1, 0xC2, 0xC9, 0xCA}
 PROGRESSIVE_FRAMES = {0xC2, 0xC6, 0xCA, 0xCE}
 HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}  # the others are arithmetic-coded
+SEQUENTIAL_HUFFMAN_FRAMES = {0xC0, 0xC1}  # baseline and extended sequential
+# A JPEG with restart markers is decoded in strips at once (_decode_in_strips), each of at least
+# this much data: less saves less than finding the cuts and handing a strip to a thread cost.
+MIN_STRIP_BYTES = 2**20
+RESTART_OR_END = re.compile(rb"\xff[\xd0-\xd7\xd9]")
 
 MiB = 2**20
 # The function's memory, set by Lambda in MB that are MiB (OpenTelemetry's faas.max_memory is it
@@ -583,14 +591,15 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
     image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
     whole = shrink_on_load(image, data, wanted) if _is_jpeg(image) else (0, 0, *image.size)
     try:
-        image.load()
+        decoded = _decode_in_strips(image, data, pool, threads) or image
+        decoded.load()
     except Exception as error:
         raise RejectedImage(f"truncated or corrupt {image.format} data ({error}); the upload may be incomplete") from None
     icc_profile = image.info.get("icc_profile")
     # 16-bit greyscale is resized before it is made 8 bit: at full size that takes two 32-bit
     # copies (8 bytes a pixel, 800 MB for a 100 MP scan). reduce() knows no 16-bit mode.
     sixteen_bit = image.mode.startswith("I;16")
-    pixels = image if sixteen_bit else _eight_bit(image)
+    pixels = decoded if sixteen_bit else _eight_bit(decoded)
     # A DCT-scaled decode a little smaller than `wanted` is kept at its own size when it is the
     # whole photo: the variations then enlarge or shrink it each in one resize, at the same time
     # (the most detailed one needs the slight enlargement, the next one need not wait for it).
@@ -675,6 +684,97 @@ def decode_at_scale(image: Image.Image, denominator: int, eighths: int) -> None:
     image.decoderconfig = (denominator, 0)
 
 
+def _decode_in_strips(image: Image.Image, data: bytes, pool: Executor | None, threads: int) -> Image.Image | None:
+    """A JPEG set up by shrink_on_load, decoded in one horizontal strip per thread at once; None
+    when it cannot be cut (see _restart_cuts) or one thread would do it all.
+
+    libjpeg-turbo reads one entropy-coded stream on one thread: the decode would be the render's
+    serial third at 40 MP. Restart markers (Android phones' cameras write them) cut that stream
+    into intervals that each start on a byte boundary with the DC predictions reset, so a strip
+    starting at one is a JPEG of its own once its frame header says its height. Each strip's
+    decoder writes its rows of one image. Only for a DCT-scaled decode: at full size libjpeg
+    upsamples chroma across a strip's edge; scaled, each component's IDCT gives full-size samples,
+    and the strips join byte for byte the whole decode.
+    """
+    if pool is None or threads < 2 or not image.decoderconfig:
+        return None
+    layout = _jpeg_layout(data)
+    if (layout is None or layout.frame_type not in SEQUENTIAL_HUFFMAN_FRAMES or layout.whole_image_buffered
+            or not layout.restart_interval):
+        return None
+    cuts = _restart_cuts(data, layout, min(threads, (len(data) - layout.data_start) // MIN_STRIP_BYTES))
+    if not cuts:
+        return None
+    eighths = dict(DCT_SCALES)[image.decoderconfig[0]]
+    rows = [0] + [row * layout.mcu[1] for row, _ in cuts] + [layout.size[1]]  # stored pixel rows
+    starts = [layout.data_start] + [marker + 2 for _, marker in cuts]
+    ends = [marker for _, marker in cuts] + [len(data)]
+    header = bytearray(data[:layout.data_start])
+    decoded = Image.new(image.mode, image.size, None)  # every row is written by one strip's decoder
+    strips = []
+    for top, bottom, start, end in zip(rows, rows[1:], starts, ends):
+        header[layout.frame_at + 5:layout.frame_at + 7] = (bottom - top).to_bytes(2, "big")
+        stream = b"".join((header, memoryview(data)[start:end], b"" if end == len(data) else b"\xff\xd9"))
+        extents = (0, top * eighths // 8, image.width, _ceil_div(bottom * eighths, 8))
+        strips.append((decoded, extents, stream, image.tile[0].args, image.decoderconfig))
+    others = [pool.submit(_decode_strip, *strip) for strip in strips[1:]]
+    _decode_strip(*strips[0])
+    for other in others:
+        other.result()
+    return decoded
+
+
+def _restart_cuts(data: bytes, layout: JpegLayout, strips: int) -> list[tuple[int, int]]:
+    """Where to cut a JPEG's scan into up to `strips` strips of about equal bytes (the decode's
+    time goes with them): for each strip after the first, its first row of MCUs and the position
+    of the restart marker before it.
+
+    A strip must start a row of MCUs, and its interval must follow an RST7: its decoder expects
+    RST0 next. The markers are counted from the scan's start: FF and D0-D7 cannot occur together
+    in entropy-coded data (an FF there is followed by a stuffed 00). Counting stops at an
+    end-of-image marker: an MPO's further pictures follow it.
+    """
+    per_row = _ceil_div(layout.size[0], layout.mcu[0])
+    mcu_rows = _ceil_div(layout.size[1], layout.mcu[1])
+    every = math.lcm(8, per_row // math.gcd(layout.restart_interval, per_row))  # such intervals
+    cuts: list[tuple[int, int]] = []
+    position, intervals = layout.data_start, 0  # the interval begun at `position`
+    for strip in range(1, strips):
+        # An FF starts no marker that the count up to it would cut in two.
+        target = data.find(b"\xff", layout.data_start + (len(data) - layout.data_start) * strip // strips)
+        if target > position:
+            passed = RESTART_OR_END.findall(data, position, target)
+            if b"\xff\xd9" in passed:
+                break
+            intervals, position = intervals + len(passed), target
+        while True:  # on to the next marker that starts such an interval
+            marker = RESTART_OR_END.search(data, position)
+            if marker is None or marker.group() == b"\xff\xd9":
+                return cuts
+            intervals, position = intervals + 1, marker.end()
+            if intervals % every == 0:
+                break
+        row = intervals * layout.restart_interval // per_row
+        if data[position - 1] != 0xD7 or row >= mcu_rows:
+            return cuts  # miscounted (a corrupt scan), or past the last row: fewer strips
+        cuts.append((row, position - 2))
+    return cuts
+
+
+def _decode_strip(image: Image.Image, extents: tuple[int, int, int, int], stream: bytes, args, config) -> None:
+    """Decode one strip's JPEG into its rows of `image`, as Pillow's ImageFile.load does a tile."""
+    decoder = Image._getdecoder(image.mode, "jpeg", args, config)
+    try:
+        decoder.setimage(image.im, extents)
+        consumed, error = decoder.decode(stream)
+    finally:
+        decoder.cleanup()
+    if error < 0:
+        raise OSError(ImageFile.ERRORS.get(error, f"decoder error {error}"))
+    if consumed >= 0:  # the decoder wants more: the strip's data ended before its rows did
+        raise OSError("image file is truncated")
+
+
 def _scaled(size: tuple[int, int], eighths: int) -> tuple[int, int]:
     """What libjpeg-turbo writes at eighths/8: its own rounding, ceil(size * M / 8)."""
     return _ceil_div(size[0] * eighths, 8), _ceil_div(size[1] * eighths, 8)
@@ -689,11 +789,15 @@ class JpegLayout(NamedTuple):
     blocks: int  # 8x8 blocks of all components together: the image data codes every one
     whole_image_buffered: bool  # progressive, or components in separate scans
     data_start: int  # where the first scan's entropy-coded data begins
+    frame_at: int  # where the start-of-frame segment begins (the height is 5 bytes in)
+    size: tuple[int, int]  # the frame's width and height
+    mcu: tuple[int, int]  # the pixels one minimum coded unit of the first scan covers
+    restart_interval: int  # MCUs between restart markers, 0 for none
 
 
 def _jpeg_layout(data: bytes) -> JpegLayout | None:
     """The JPEG's frame and first scan, read from its markers; None if no scan follows a frame."""
-    position, frame = 2, None
+    position, frame, restart_interval = 2, None, 0
     while position + 4 <= len(data) and data[position] == 0xFF:
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
@@ -701,11 +805,13 @@ def _jpeg_layout(data: bytes) -> JpegLayout | None:
             continue
         end = position + 2 + int.from_bytes(data[position + 2:position + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG, DAC are not frames
-            frame = (marker, data[position + 4:end])
+            frame = (marker, data[position + 4:end], position)
+        elif marker == 0xDD and end == position + 6:  # define restart interval
+            restart_interval = int.from_bytes(data[position + 4:end], "big")
         elif marker == 0xDA:  # start of scan
             if frame is None or not position + 5 <= end <= len(data) or len(frame[1]) < 6:
                 return None
-            frame_type, header = frame
+            frame_type, header, frame_at = frame
             height, width = int.from_bytes(header[1:3], "big"), int.from_bytes(header[3:5], "big")
             sampling = [(max(1, b >> 4), max(1, b & 15)) for b in header[7:6 + 3 * header[5]:3]]
             if not sampling:
@@ -716,7 +822,10 @@ def _jpeg_layout(data: bytes) -> JpegLayout | None:
             # libjpeg decodes in one pass only when the first scan holds every component of a
             # sequential frame; otherwise it keeps every block's coefficients until the last scan.
             buffered = frame_type in PROGRESSIVE_FRAMES or data[position + 4] < len(sampling)
-            return JpegLayout(frame_type, blocks, buffered, end)
+            # A scan of one component codes its blocks one by one; an interleaved one, a block of each
+            # component's samples in turn.
+            mcu = (8, 8) if data[position + 4] == 1 else (8 * h_max, 8 * v_max)
+            return JpegLayout(frame_type, blocks, buffered, end, frame_at, (width, height), mcu, restart_interval)
         position = end
     return None
 

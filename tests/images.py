@@ -159,3 +159,32 @@ def jpeg_header_declaring(width: int, height: int) -> bytes:
     data = encode(Image.new("RGB", (16, 16), (128, 128, 128)), "JPEG")
     frame = data.index(b"\xff\xc0")
     return data[:frame + 5] + struct.pack(">HH", height, width) + data[frame + 9:]
+
+
+def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The marker segments before a one-scan JPEG's scan (marker, body), and its scan data."""
+    segments, position = [], 2
+    while True:
+        marker, length = data[position + 1], struct.unpack(">H", data[position + 2:position + 4])[0]
+        segments.append((marker, data[position + 4:position + 2 + length]))
+        position += 2 + length
+        if marker == 0xDA:
+            return segments, data[position:data.rindex(b"\xff\xd9")]
+
+
+def jpeg_in_separate_scans(image: Image.Image, **options) -> bytes:
+    """A baseline (sequential) JPEG whose Y, Cb and Cr come one after another in three scans, as
+    libjpeg's scan scripts can write it: spliced from three greyscale JPEGs, each with its own
+    tables (renumbered, or defined again before its scan)."""
+    segment = lambda marker, body: b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body  # noqa: E731
+    planes = [_jpeg_segments(encode(plane, "JPEG", **options)) for plane in image.convert("YCbCr").split()]
+    out = b"\xff\xd8"
+    for table, (segments, _) in enumerate(planes):
+        out += b"".join(segment(0xDB, bytes([table]) + body[1:]) for marker, body in segments if marker == 0xDB)
+    out += segment(0xC0, struct.pack(">BHHB", 8, image.height, image.width, 3)
+                   + b"".join(bytes([component + 1, 0x11, component]) for component in range(3)))
+    out += b"".join(segment(marker, body) for marker, body in planes[0][0] if marker == 0xDD)
+    for component, (segments, scan) in enumerate(planes):
+        out += b"".join(segment(marker, body) for marker, body in segments if marker == 0xC4)
+        out += segment(0xDA, bytes([1, component + 1, 0x00, 0, 63, 0])) + scan
+    return out + b"\xff\xd9"

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image, ImageChops, ImageFile, ImageOps, ImageStat
 
 from conftest import open_output, render_outputs
-from images import (STORED_AS, adobe_rgb_profile, adobe_rgb_to_srgb, encode, jpeg_header_declaring, oriented_jpeg,
-                    png_header_only, upright_marker)
+from images import (STORED_AS, adobe_rgb_profile, adobe_rgb_to_srgb, encode, jpeg_header_declaring, jpeg_in_separate_scans,
+                    oriented_jpeg, png_header_only, upright_marker)
 from pipeline import samples
 from pipeline.config import PipelineConfig
 from pipeline.imaging import BIG_STEP_FILTER, RejectedImage, _decode_base, open_source, render
@@ -362,14 +362,178 @@ def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding(r
         imaging.render(hidden, registry)
 
 
-@pytest.mark.parametrize("size", [(4032, 3024), (3000, 4000), (6000, 4000)])
-def test_every_cpu_gives_the_same_bytes_as_one(registry, size):
+@pytest.mark.parametrize("size, restart_marker_rows", [((4032, 3024), 0), ((3000, 4000), 0), ((6000, 4000), 0),
+                                                       ((4032, 3024), 1)])
+def test_every_cpu_gives_the_same_bytes_as_one(registry, size, restart_marker_rows):
     """The threaded render (a function with more than one vCPU) against the one-CPU render: the
-    bands of the first resize join without a seam, and nothing depends on which thread ran first."""
-    data = samples.jpeg_bytes(samples.photo(*size, seed=size[0]), exif=samples.gps_exif(orientation=6))
+    bands of the first resize join without a seam, and nothing depends on which thread ran first;
+    a JPEG with restart markers is decoded in strips."""
+    data = samples.jpeg_bytes(samples.photo(*size, seed=size[0]), exif=samples.gps_exif(orientation=6),
+                              restart_marker_rows=restart_marker_rows)
     one, several = render(data, registry, threads=1), render(data, registry, threads=3)
     assert [[f.data for f in v.files] for v in one.variations] == [[f.data for f in v.files] for v in several.variations]
     assert one.placeholder == several.placeholder
+
+
+def decoded_in_strips(data: bytes, wanted: tuple[int, int], monkeypatch, threads: int = 3):
+    """The decode shrink_on_load sets up for `wanted`: in strips on `threads` threads (None when
+    not cut), whole on one, and the rows each strip's decoder wrote. A strip may be small here."""
+    from pipeline import imaging
+
+    monkeypatch.setattr(imaging, "MIN_STRIP_BYTES", 2**10)
+    strips, decode_strip = [], imaging._decode_strip
+    monkeypatch.setattr(imaging, "_decode_strip", lambda image, extents, *rest: (
+        strips.append(extents[1::2]), decode_strip(image, extents, *rest))[1])
+    opened = []
+    for _ in range(2):
+        opened.append(Image.open(io.BytesIO(data)))
+        imaging.shrink_on_load(opened[-1], data, wanted)
+    cut = imaging._decode_in_strips(opened[0], data, imaging._render_threads(threads), threads)
+    opened[1].load()
+    return cut, opened[1], sorted(strips)
+
+
+STRIP_ENCODINGS = {
+    "4:2:0, a marker every row": dict(restart_marker_rows=1),
+    "4:4:4, every other row": dict(restart_marker_rows=2, subsampling=0),
+    "4:2:2, every row": dict(restart_marker_rows=1, subsampling=1),
+    "4:2:0, every 7 MCUs (rows start mid-interval)": dict(restart_marker_blocks=7),
+}
+
+
+@pytest.mark.parametrize("wanted", [(800, 600), (600, 450), (400, 300), (200, 150)], ids=["1/2", "3/8", "1/4", "1/8"])
+@pytest.mark.parametrize("options", STRIP_ENCODINGS.values(), ids=STRIP_ENCODINGS.keys())
+def test_a_jpeg_with_restart_markers_decodes_in_strips_byte_for_byte_as_whole(monkeypatch, options, wanted):
+    """Android phones write restart markers; on several cores the decode is cut at them into strips
+    decoded at once, which join without a seam at every DCT scale and chroma subsampling."""
+    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, **options)
+    cut, whole, strips = decoded_in_strips(data, wanted, monkeypatch)
+    assert cut is not None and len(strips) == 3, "not decoded in three strips"
+    assert [top for top, _ in strips] == [0] + [bottom for _, bottom in strips[:-1]] and strips[-1][1] == whole.height
+    assert cut.size == whole.size and cut.tobytes() == whole.tobytes()
+
+
+@pytest.mark.parametrize("image", [samples.photo(1601, 1203, seed=5).convert("L"),
+                                   samples.photo(1600, 1200, seed=5).convert("CMYK")], ids=["greyscale", "CMYK"])
+def test_greyscale_and_cmyk_jpegs_with_restart_markers_decode_in_strips_as_whole(monkeypatch, image):
+    data = encode(image, "JPEG", quality=92, restart_marker_rows=1)
+    cut, whole, strips = decoded_in_strips(data, (400, 300), monkeypatch)
+    assert cut is not None and len(strips) == 3 and cut.mode == whole.mode
+    assert cut.tobytes() == whole.tobytes()
+
+
+@pytest.mark.parametrize("case", ["no restart markers", "progressive", "components in separate scans",
+                                  "arithmetic-coded", "full size", "one thread"])
+def test_a_jpeg_is_decoded_whole_when_strips_would_not_join_or_not_help(monkeypatch, case):
+    """Not cut: without markers; progressive or with its components in separate scans (each scan
+    covers every row); arithmetic-coded (not tried: Pillow cannot write one to test); at full size,
+    where libjpeg upsamples chroma across a strip's edge; on one thread."""
+    photo, marked = samples.photo(1600, 1200, seed=3), dict(quality=92, restart_marker_rows=1)
+    data = {"no restart markers": lambda: encode(photo, "JPEG", quality=92),
+            "progressive": lambda: encode(photo, "JPEG", progressive=True, **marked),
+            "components in separate scans": lambda: jpeg_in_separate_scans(photo, **marked),
+            "arithmetic-coded": lambda: encode(photo, "JPEG", **marked).replace(b"\xff\xc0", b"\xff\xc9", 1),
+            }.get(case, lambda: encode(photo, "JPEG", **marked))()
+    wanted = (1600, 1200) if case == "full size" else (400, 300)
+    if case == "arithmetic-coded":  # Huffman data read as arithmetic-coded: only whether it is cut counts
+        from pipeline import imaging
+
+        monkeypatch.setattr(imaging, "MIN_STRIP_BYTES", 2**10)
+        image = Image.open(io.BytesIO(data))
+        imaging.shrink_on_load(image, data, wanted)
+        assert imaging._decode_in_strips(image, data, imaging._render_threads(3), 3) is None
+        return
+    cut, whole, strips = decoded_in_strips(data, wanted, monkeypatch, threads=1 if case == "one thread" else 3)
+    assert cut is None and strips == []
+    assert psnr(whole.convert("RGB"), photo.resize(whole.size, Image.Resampling.LANCZOS)) > 25, "the photo itself"
+
+
+def test_an_extended_sequential_jpeg_is_cut_like_a_baseline_one(monkeypatch):
+    """SOF1 (extended sequential, Huffman) codes 8-bit samples exactly as SOF0 does."""
+    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    cut, whole, strips = decoded_in_strips(data.replace(b"\xff\xc0", b"\xff\xc1", 1), (400, 300), monkeypatch)
+    assert len(strips) == 3 and cut.tobytes() == whole.tobytes()
+
+
+def test_a_cut_found_from_a_middle_byte_of_a_marker_counts_that_marker(monkeypatch):
+    """A strip's share of the bytes may end on the second byte of a restart marker: neither the
+    count up to it nor the search after it would see that marker, and every count after would be
+    one short (the strips would then not be cut at all)."""
+    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    start = data.index(b"\xff\xda")
+    start += 2 + int.from_bytes(data[start + 2:start + 4], "big")
+    marker = data.index(b"\xff\xd3", (start + len(data)) // 2)  # a restart marker past the middle
+    # Trailing bytes after the end of the image put the middle of the data on the marker's D3.
+    padded = data + bytes(2 * (marker + 1 - start) - (len(data) - start))
+    assert start + (len(padded) - start) // 2 == marker + 1
+    cut, whole, strips = decoded_in_strips(padded, (400, 300), monkeypatch, threads=2)
+    assert len(strips) == 2 and cut.tobytes() == whole.tobytes()
+
+
+def test_the_search_for_a_cut_stops_at_the_end_of_the_first_picture(monkeypatch):
+    """The search on from a strip's share of the bytes must not run past the first picture's end
+    into a further one. 96 MCUs a row and an interval of 6: a cut every 16 intervals (RST7 at a row
+    start). The first picture ends after 24 intervals, its end counted as a 25th would make the
+    next picture's 8th marker, an RST7, look like the 32nd, and so a row start."""
+    photo = encode(samples.photo(1536, 1200, seed=3), "JPEG", quality=92, restart_marker_blocks=6)
+    start = photo.index(b"\xff\xda")
+    start += 2 + int.from_bytes(photo[start + 2:start + 4], "big")
+    markers = [i for i in range(start, len(photo) - 1) if photo[i] == 0xFF and 0xD0 <= photo[i + 1] <= 0xD7]
+    first = photo[:markers[23]] + b"\xff\xd9"  # 24 intervals, then its end
+    further = encode(samples.photo(64, 160, seed=4), "JPEG", quality=92, restart_marker_rows=1)
+    middle = (markers[22] + markers[23]) // 2  # within the first picture's last interval
+    data = first + further + bytes(2 * (middle - start) - (len(first) + len(further) - start))
+    assert markers[22] < start + (len(data) - start) // 2 < markers[23]
+    cut, whole, strips = decoded_in_strips(data, (384, 300), monkeypatch, threads=2)
+    assert cut is None and strips == []
+
+
+def test_a_scan_whose_markers_do_not_add_up_is_decoded_whole(monkeypatch):
+    """A restart marker missing from the first strip's data (a corrupt file) shifts every count
+    after it: the cuts would fall where the intervals are not, so the decode is not cut."""
+    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    second = data.index(b"\xff\xd1")
+    broken = data[:second] + data[second + 2:]
+    cut, whole, strips = decoded_in_strips(broken, (400, 300), monkeypatch)
+    assert cut is None and strips == []
+    assert whole.size == (400, 300)
+
+
+def test_a_frame_shorter_than_its_scan_is_cut_only_within_its_rows(monkeypatch):
+    """A frame header may declare fewer rows than its scan holds; libjpeg decodes those rows only,
+    so a cut past them would make a strip of negative height."""
+    data = bytearray(encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1))
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5:frame + 7] = (700).to_bytes(2, "big")  # 44 rows of MCUs; a cut every 8 rows (RST7)
+    cut, whole, strips = decoded_in_strips(bytes(data), (400, 175), monkeypatch)
+    assert whole.size == (400, 175)
+    assert strips == [(0, 32 * 16 // 4), (32 * 16 // 4, 175)], "the cut a third in (row 32) only"
+    assert cut.tobytes() == whole.tobytes()
+
+
+def test_the_cuts_stay_within_the_first_picture(monkeypatch):
+    """Further pictures (an MPO's gain map) follow the first one's end-of-image marker and have
+    restart markers of their own: counting on past the end would cut the photo at the wrong rows.
+    Here the photo's scan ends after 39 intervals and a 40th; its end-of-image marker counted as
+    a restart would make the gain map's RST7 markers look like row starts of the photo."""
+    photo = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    markers = [i for i in range(photo.index(b"\xff\xda"), len(photo) - 1)
+               if photo[i] == 0xFF and 0xD0 <= photo[i + 1] <= 0xD7]
+    early = photo[:markers[39]] + b"\xff\xd9"  # 40 intervals of the 75 rows, then its end
+    gain_map = encode(samples.photo(1600, 2400, seed=4), "JPEG", quality=92, restart_marker_rows=1)
+    cut, whole, strips = decoded_in_strips(early + gain_map, (400, 300), monkeypatch)
+    if cut is not None:
+        assert cut.tobytes() == whole.tobytes()
+    assert all(bottom <= 40 * 16 // 4 for _, bottom in strips[:-1]), strips
+
+
+def test_a_strip_whose_data_ends_before_its_rows_is_an_error():
+    from pipeline import imaging
+
+    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    image = Image.new("RGB", (400, 300))
+    with pytest.raises(OSError, match="truncated"):
+        imaging._decode_strip(image, (0, 0, 400, 300), data[:len(data) // 2], ("RGB", ""), (4, 0))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
