@@ -23,6 +23,7 @@ import threading
 import time
 import warnings
 from collections import Counter
+from fractions import Fraction
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
@@ -68,14 +69,19 @@ PROGRESSIVE_FRAMES = {0xC2, 0xC6, 0xCA, 0xCE}
 HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}  # the others are arithmetic-coded
 SEQUENTIAL_HUFFMAN_FRAMES = {0xC0, 0xC1}  # baseline and extended sequential
 # A JPEG with restart markers is decoded in strips at once (_decode_in_strips), each of at least
-# this much data: less saves less than finding the cuts and handing a strip to a thread cost.
-MIN_STRIP_BYTES = 2**20
-RESTART_OR_END = re.compile(rb"\xff[\xd0-\xd7\xd9]")
+# this much data; a 0.7 MiB 12 MP JPEG still decodes in half the time in two strips.
+MIN_STRIP_BYTES = 2**18
+RESTART = re.compile(rb"\xff[\xd0-\xd7]")
+# The first marker in a scan that is no restart marker ends it (FF 00 is a stuffed FF, FF FF a fill byte).
+SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+RESTARTS_IN_ORDER = bytes(byte for number in range(8) for byte in (0xFF, 0xD0 + number))  # RST0 to RST7
+MARKERS_LISTED_AT_ONCE_FROM = 2**16  # bytes of a scan: a list of its markers at a time, not of all
 
 MiB = 2**20
 # The function's memory, set by Lambda in MB that are MiB (OpenTelemetry's faas.max_memory is it
 # times 1,048,576).
 LAMBDA_MEMORY_VARIABLE = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+LAMBDA_MB_PER_VCPU = 1769  # Lambda's memory for one full vCPU of CPU time
 DEFAULT_MEMORY_BUDGET = 1024 * MiB  # off Lambda (the process command, tests), unless max_memory_mb is set
 # What a resize function's process holds whatever the upload, so in no upload's estimate.
 # benchmarks/memory.py measured 133 MiB (x86_64, Python 3.11): 79 for the interpreter with the
@@ -373,10 +379,18 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
     return Rendering(source, ordered, placeholder(smallest))
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on: Lambda gives CPU in proportion to memory, one full vCPU at
-    1769 MB, two full ones at 3538 MB, six at 10240 MB (in between, more vCPUs than their share)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def usable_cpus(environ: Mapping[str, str] = os.environ) -> int:
+    """The CPUs this process may run on, and in Lambda no more than its memory pays for.
+
+    Lambda gives CPU time in proportion to memory, one full vCPU per 1769 MB (two at 3538 MB, six
+    at 10240 MB), but may show a function more vCPUs than that: a second thread on a function paid
+    for one vCPU would share its time, holding more memory for no gain.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    function_mb = environ.get(LAMBDA_MEMORY_VARIABLE, "").strip()
+    if function_mb:
+        cpus = min(cpus, max(1, math.ceil(int(function_mb) / LAMBDA_MB_PER_VCPU)))
+    return cpus
 
 
 _pools: dict[int, Executor] = {}
@@ -621,14 +635,18 @@ def _big_step(pixels: Image.Image, wanted: tuple[int, int], box: tuple[float, fl
     """The resize out of the decode, in one vertical band per thread when there are several.
 
     A band is the same resize with the box of its columns: Pillow takes each output pixel's filter
-    taps from the whole image, so the bands join without a seam, byte for byte the single resize
-    (bands of rows are not: Pillow may then run its two passes in another order). Not when Pillow
-    would first reduce() by a whole factor, which works on blocks that bands would cut, nor for
-    an image with alpha, which each band would premultiply whole (memory the estimate lacks).
+    taps from the whole image, so the bands join without a seam, byte for byte the single resize,
+    when Pillow's arithmetic on a band's box is exact: when the step from output to input columns
+    is a binary fraction (any width to 2048 px is). Otherwise a float rounding may move a pixel by
+    one level, and so may bands of rows. Not when Pillow would first reduce() by a whole factor,
+    which works on blocks that bands would cut, nor for an image with alpha, which each band would
+    premultiply whole (memory the estimate lacks).
     """
     resample = _filter_for(pixels)
     reduces = reducing_gap is not None and max((box[2] - box[0]) / wanted[0], (box[3] - box[1]) / wanted[1]) >= 2 * reducing_gap
-    if pool is None or threads < 2 or reduces or pixels.mode in ("LA", "RGBA") or wanted[0] < 16 * threads:
+    binary_step = (Fraction(box[2] - box[0]) / wanted[0]).denominator.bit_count() == 1
+    if (pool is None or threads < 2 or reduces or pixels.mode in ("LA", "RGBA") or wanted[0] < 16 * threads
+            or not binary_step):
         return pixels.resize(wanted, resample, box=box, reducing_gap=reducing_gap)
     columns = [round(wanted[0] * band / threads) for band in range(threads + 1)]
     step = (box[2] - box[0]) / wanted[0]
@@ -689,76 +707,108 @@ def _decode_in_strips(image: Image.Image, data: bytes, pool: Executor | None, th
     when it cannot be cut (see _restart_cuts) or one thread would do it all.
 
     libjpeg-turbo reads one entropy-coded stream on one thread: the decode would be the render's
-    serial third at 40 MP. Restart markers (Android phones' cameras write them) cut that stream
-    into intervals that each start on a byte boundary with the DC predictions reset, so a strip
-    starting at one is a JPEG of its own once its frame header says its height. Each strip's
-    decoder writes its rows of one image. Only for a DCT-scaled decode: at full size libjpeg
-    upsamples chroma across a strip's edge; scaled, each component's IDCT gives full-size samples,
-    and the strips join byte for byte the whole decode.
+    serial third at 40 MP. Restart markers (some Android phones' cameras write them) cut that
+    stream into intervals that each start on a byte boundary with the DC predictions reset, so a
+    strip starting at one is a JPEG of its own once its frame header says its height. Each strip's
+    decoder writes its rows of one image. Only where no component is upsampled vertically: that
+    reads the rows on both sides of each one, across a strip's edge. Elsewhere the strips join
+    byte for byte the whole decode.
     """
     if pool is None or threads < 2 or not image.decoderconfig:
         return None
     layout = _jpeg_layout(data)
-    if (layout is None or layout.frame_type not in SEQUENTIAL_HUFFMAN_FRAMES or layout.whole_image_buffered
-            or not layout.restart_interval):
-        return None
-    cuts = _restart_cuts(data, layout, min(threads, (len(data) - layout.data_start) // MIN_STRIP_BYTES))
-    if not cuts:
+    if layout is None or layout.frame_type not in SEQUENTIAL_HUFFMAN_FRAMES or not layout.restart_interval:
         return None
     eighths = dict(DCT_SCALES)[image.decoderconfig[0]]
+    if _upsamples_rows(layout, eighths):
+        return None
+    end = SCAN_END.search(data, layout.data_start)
+    if end is None or end.group() != b"\xff\xd9":
+        return None  # another scan follows (or a stray marker): left to libjpeg whole
+    end = end.start()
+    cuts = _restart_cuts(data, layout, end, min(threads, (end - layout.data_start) // MIN_STRIP_BYTES))
+    if not cuts:
+        return None
     rows = [0] + [row * layout.mcu[1] for row, _ in cuts] + [layout.size[1]]  # stored pixel rows
     starts = [layout.data_start] + [marker + 2 for _, marker in cuts]
-    ends = [marker for _, marker in cuts] + [len(data)]
-    header = bytearray(data[:layout.data_start])
+    ends = [marker for _, marker in cuts] + [end]
+    segments = [data[start:stop] for start, stop in layout.decoder_segments]
+    frame = [start for start, _ in layout.decoder_segments].index(layout.frame_at)
     decoded = Image.new(image.mode, image.size, None)  # every row is written by one strip's decoder
     strips = []
-    for top, bottom, start, end in zip(rows, rows[1:], starts, ends):
-        header[layout.frame_at + 5:layout.frame_at + 7] = (bottom - top).to_bytes(2, "big")
-        stream = b"".join((header, memoryview(data)[start:end], b"" if end == len(data) else b"\xff\xd9"))
+    for top, bottom, start, stop in zip(rows, rows[1:], starts, ends):
+        segments[frame] = data[layout.frame_at:layout.frame_at + 5] + (bottom - top).to_bytes(2, "big") + segments[frame][7:]
+        stream = b"".join((b"\xff\xd8", *segments, memoryview(data)[start:stop], b"\xff\xd9"))
         extents = (0, top * eighths // 8, image.width, _ceil_div(bottom * eighths, 8))
         strips.append((decoded, extents, stream, image.tile[0].args, image.decoderconfig))
     others = [pool.submit(_decode_strip, *strip) for strip in strips[1:]]
-    _decode_strip(*strips[0])
+    try:
+        _decode_strip(*strips[0])
+    finally:
+        wait(others)  # none may still be writing, or holding memory, once this returns or raises
     for other in others:
         other.result()
     return decoded
 
 
-def _restart_cuts(data: bytes, layout: JpegLayout, strips: int) -> list[tuple[int, int]]:
-    """Where to cut a JPEG's scan into up to `strips` strips of about equal bytes (the decode's
-    time goes with them): for each strip after the first, its first row of MCUs and the position
-    of the restart marker before it.
+def _upsamples_rows(layout: JpegLayout, eighths: int) -> bool:
+    """Whether libjpeg-turbo, decoding at eighths/8, upsamples some component vertically. Its IDCT
+    gives each component as many samples as it can, doubling up to 8x8 a block while that still
+    divides evenly (jdmaster.c); what it lacks after that is upsampled."""
+    h_max, v_max = max(h for h, _ in layout.sampling), max(v for _, v in layout.sampling)
+    for h, v in layout.sampling:
+        size = eighths
+        while size < 8 and (h_max * eighths) % (h * size * 2) == 0 and (v_max * eighths) % (v * size * 2) == 0:
+            size *= 2
+        if v * size != v_max * eighths:
+            return True
+    return False
+
+
+def _restart_cuts(data: bytes, layout: JpegLayout, end: int, strips: int) -> list[tuple[int, int]]:
+    """Where to cut a JPEG's scan (up to `end`, its end-of-image marker) into up to `strips` strips
+    of about equal bytes, the decode's time going with them: for each strip after the first, its
+    first row of MCUs and the position of the restart marker before it.
 
     A strip must start a row of MCUs, and its interval must follow an RST7: its decoder expects
-    RST0 next. The markers are counted from the scan's start: FF and D0-D7 cannot occur together
-    in entropy-coded data (an FF there is followed by a stuffed 00). Counting stops at an
-    end-of-image marker: an MPO's further pictures follow it.
+    RST0 next. The markers are counted from the scan's start (FF and D0-D7 cannot occur together
+    in entropy-coded data: an FF there is followed by a stuffed 00) and must come in order: after
+    a missing or stray one libjpeg resynchronises by marker number, and the count would be wrong.
     """
     per_row = _ceil_div(layout.size[0], layout.mcu[0])
-    mcu_rows = _ceil_div(layout.size[1], layout.mcu[1])
-    every = math.lcm(8, per_row // math.gcd(layout.restart_interval, per_row))  # such intervals
+    frame_mcus = per_row * _ceil_div(layout.size[1], layout.mcu[1])
+    interval = layout.restart_interval
+    every = math.lcm(8, per_row // math.gcd(interval, per_row))  # the intervals that start such a strip
     cuts: list[tuple[int, int]] = []
     position, intervals = layout.data_start, 0  # the interval begun at `position`
     for strip in range(1, strips):
-        # An FF starts no marker that the count up to it would cut in two.
-        target = data.find(b"\xff", layout.data_start + (len(data) - layout.data_start) * strip // strips)
-        if target > position:
-            passed = RESTART_OR_END.findall(data, position, target)
-            if b"\xff\xd9" in passed:
-                break
-            intervals, position = intervals + len(passed), target
+        # An FF starts no marker that a count up to it would cut in two.
+        target = data.find(b"\xff", layout.data_start + (end - layout.data_start) * strip // strips, end + 1)
+        while position < target and intervals * interval < frame_mcus:
+            stop = data.find(b"\xff", position + MARKERS_LISTED_AT_ONCE_FROM, target)
+            stop = target if stop < 0 else stop
+            passed = RESTART.findall(data, position, stop)
+            if not _in_order(passed, intervals):
+                return cuts
+            intervals, position = intervals + len(passed), stop
         while True:  # on to the next marker that starts such an interval
-            marker = RESTART_OR_END.search(data, position)
-            if marker is None or marker.group() == b"\xff\xd9":
+            marker = RESTART.search(data, position, end)
+            if marker is None or not _in_order([marker.group()], intervals):
                 return cuts
             intervals, position = intervals + 1, marker.end()
             if intervals % every == 0:
                 break
-        row = intervals * layout.restart_interval // per_row
-        if data[position - 1] != 0xD7 or row >= mcu_rows:
-            return cuts  # miscounted (a corrupt scan), or past the last row: fewer strips
-        cuts.append((row, position - 2))
+        if intervals * interval >= frame_mcus:
+            return cuts  # past the last row (the frame may declare fewer than its scan holds)
+        cuts.append((intervals * interval // per_row, position - 2))
     return cuts
+
+
+def _in_order(markers: list[bytes], intervals: int) -> bool:
+    """Whether these restart markers number on from the `intervals` before them: RST0 to RST7, again and again."""
+    found = b"".join(markers)
+    first = 2 * (intervals % 8)
+    return found == (RESTARTS_IN_ORDER * (len(markers) // 8 + 2))[first:first + len(found)]
 
 
 def _decode_strip(image: Image.Image, extents: tuple[int, int, int, int], stream: bytes, args, config) -> None:
@@ -770,7 +820,7 @@ def _decode_strip(image: Image.Image, extents: tuple[int, int, int, int], stream
     finally:
         decoder.cleanup()
     if error < 0:
-        raise OSError(ImageFile.ERRORS.get(error, f"decoder error {error}"))
+        raise ImageFile._get_oserror(error, encoder=False)  # Pillow's own message for it
     if consumed >= 0:  # the decoder wants more: the strip's data ended before its rows did
         raise OSError("image file is truncated")
 
@@ -791,19 +841,26 @@ class JpegLayout(NamedTuple):
     data_start: int  # where the first scan's entropy-coded data begins
     frame_at: int  # where the start-of-frame segment begins (the height is 5 bytes in)
     size: tuple[int, int]  # the frame's width and height
+    sampling: tuple[tuple[int, int], ...]  # each component's horizontal and vertical sampling factors
     mcu: tuple[int, int]  # the pixels one minimum coded unit of the first scan covers
     restart_interval: int  # MCUs between restart markers, 0 for none
+    decoder_segments: tuple[tuple[int, int], ...]  # (start, end) of each segment libjpeg reads, to the scan's
 
 
 def _jpeg_layout(data: bytes) -> JpegLayout | None:
     """The JPEG's frame and first scan, read from its markers; None if no scan follows a frame."""
-    position, frame, restart_interval = 2, None, 0
+    position, frame, restart_interval, decoder_segments = 2, None, 0, []
     while position + 4 <= len(data) and data[position] == 0xFF:
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
             continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: markers without a segment, as libjpeg reads them
+            position += 2
+            continue
         end = position + 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if not (0xE1 <= marker <= 0xED or marker in (0xEF, 0xFE)):  # what libjpeg skips: APP1-13, APP15, COM
+            decoder_segments.append((position, end))
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG, DAC are not frames
             frame = (marker, data[position + 4:end], position)
         elif marker == 0xDD and end == position + 6:  # define restart interval
@@ -825,7 +882,8 @@ def _jpeg_layout(data: bytes) -> JpegLayout | None:
             # A scan of one component codes its blocks one by one; an interleaved one, a block of each
             # component's samples in turn.
             mcu = (8, 8) if data[position + 4] == 1 else (8 * h_max, 8 * v_max)
-            return JpegLayout(frame_type, blocks, buffered, end, frame_at, (width, height), mcu, restart_interval)
+            return JpegLayout(frame_type, blocks, buffered, end, frame_at, (width, height), tuple(sampling), mcu,
+                              restart_interval, tuple(decoder_segments))
         position = end
     return None
 

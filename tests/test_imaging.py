@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 
 import pytest
 from PIL import Image, ImageChops, ImageFile, ImageOps, ImageStat
@@ -363,14 +364,19 @@ def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding(r
 
 
 @pytest.mark.parametrize("size, restart_marker_rows", [((4032, 3024), 0), ((3000, 4000), 0), ((6000, 4000), 0),
-                                                       ((4032, 3024), 1)])
-def test_every_cpu_gives_the_same_bytes_as_one(registry, size, restart_marker_rows):
+                                                       ((3303, 4401), 0), ((4401, 3303), 0), ((4032, 3024), 1)])
+def test_every_cpu_gives_the_same_bytes_as_one(registry, monkeypatch, size, restart_marker_rows):
     """The threaded render (a function with more than one vCPU) against the one-CPU render: the
     bands of the first resize join without a seam, and nothing depends on which thread ran first;
     a JPEG with restart markers is decoded in strips."""
     data = samples.jpeg_bytes(samples.photo(*size, seed=size[0]), exif=samples.gps_exif(orientation=6),
                               restart_marker_rows=restart_marker_rows)
+    from pipeline import imaging
+
+    strips, decode_strip = [], imaging._decode_strip
+    monkeypatch.setattr(imaging, "_decode_strip", lambda *strip: (strips.append(strip[1]), decode_strip(*strip)))
     one, several = render(data, registry, threads=1), render(data, registry, threads=3)
+    assert len(strips) == (3 if restart_marker_rows else 0), "decoded in three strips (2.9 MB) or whole"
     assert [[f.data for f in v.files] for v in one.variations] == [[f.data for f in v.files] for v in several.variations]
     assert one.placeholder == several.placeholder
 
@@ -422,6 +428,29 @@ def test_greyscale_and_cmyk_jpegs_with_restart_markers_decode_in_strips_as_whole
     assert cut.tobytes() == whole.tobytes()
 
 
+def jpeg_440(width: int, height: int, **options) -> bytes:
+    """A 4:4:0 JPEG (luma sampled 1x2, chroma 1x1: what jpegtran makes of a 4:2:2 camera JPEG
+    turned 90 degrees): Pillow's 4:2:2 JPEG of twice the width and half the height, relabelled.
+    Each MCU holds the same four blocks, so its data stays valid."""
+    data = bytearray(encode(samples.photo(2 * width, height // 2, seed=7), "JPEG", quality=92, subsampling=1,
+                            **options))
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5:frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    assert data[frame + 11] == 0x21
+    data[frame + 11] = 0x12
+    return bytes(data)
+
+
+@pytest.mark.parametrize("wanted", [(400, 600), (300, 450), (200, 300), (100, 150)], ids=["1/2", "3/8", "1/4", "1/8"])
+def test_a_jpeg_whose_chroma_libjpeg_upsamples_vertically_is_decoded_whole(registry, monkeypatch, wanted):
+    """4:4:0's chroma is upsampled vertically at every scale, from the rows on both sides of each
+    one (at 1/8 by repeating rows, but it is not worth telling apart): across a strip's edge."""
+    data = jpeg_440(800, 1200, restart_marker_rows=1)
+    cut, whole, strips = decoded_in_strips(data, wanted, monkeypatch)
+    assert whole.size == wanted
+    assert cut is None and strips == []
+
+
 @pytest.mark.parametrize("case", ["no restart markers", "progressive", "components in separate scans",
                                   "arithmetic-coded", "full size", "one thread"])
 def test_a_jpeg_is_decoded_whole_when_strips_would_not_join_or_not_help(monkeypatch, case):
@@ -470,33 +499,139 @@ def test_a_cut_found_from_a_middle_byte_of_a_marker_counts_that_marker(monkeypat
     assert len(strips) == 2 and cut.tobytes() == whole.tobytes()
 
 
-def test_the_search_for_a_cut_stops_at_the_end_of_the_first_picture(monkeypatch):
-    """The search on from a strip's share of the bytes must not run past the first picture's end
-    into a further one. 96 MCUs a row and an interval of 6: a cut every 16 intervals (RST7 at a row
-    start). The first picture ends after 24 intervals, its end counted as a 25th would make the
-    next picture's 8th marker, an RST7, look like the 32nd, and so a row start."""
-    photo = encode(samples.photo(1536, 1200, seed=3), "JPEG", quality=92, restart_marker_blocks=6)
-    start = photo.index(b"\xff\xda")
-    start += 2 + int.from_bytes(photo[start + 2:start + 4], "big")
-    markers = [i for i in range(start, len(photo) - 1) if photo[i] == 0xFF and 0xD0 <= photo[i + 1] <= 0xD7]
-    first = photo[:markers[23]] + b"\xff\xd9"  # 24 intervals, then its end
-    further = encode(samples.photo(64, 160, seed=4), "JPEG", quality=92, restart_marker_rows=1)
-    middle = (markers[22] + markers[23]) // 2  # within the first picture's last interval
-    data = first + further + bytes(2 * (middle - start) - (len(first) + len(further) - start))
-    assert markers[22] < start + (len(data) - start) // 2 < markers[23]
-    cut, whole, strips = decoded_in_strips(data, (384, 300), monkeypatch, threads=2)
-    assert cut is None and strips == []
+def restart_markers(data: bytes) -> list[int]:
+    """Where the restart markers of a one-scan JPEG's data are."""
+    start = data.index(b"\xff\xda")
+    start += 2 + int.from_bytes(data[start + 2:start + 4], "big")
+    return [i for i in range(start, len(data) - 1) if data[i] == 0xFF and 0xD0 <= data[i + 1] <= 0xD7]
 
 
-def test_a_scan_whose_markers_do_not_add_up_is_decoded_whole(monkeypatch):
-    """A restart marker missing from the first strip's data (a corrupt file) shifts every count
-    after it: the cuts would fall where the intervals are not, so the decode is not cut."""
+@pytest.mark.parametrize("lost", ["one marker", "eight intervals, each with its marker",
+                                  "the marker after a strip's share of the bytes"])
+def test_a_scan_whose_markers_are_out_of_order_is_decoded_whole(monkeypatch, lost):
+    """A damaged file: libjpeg resynchronises by marker number, so a count of markers would put
+    the cuts elsewhere than its rows (eight intervals lost leave the count on an RST7 still).
+    Markers are checked both where they are counted and where a cut is searched for after that."""
     data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
-    second = data.index(b"\xff\xd1")
-    broken = data[:second] + data[second + 2:]
-    cut, whole, strips = decoded_in_strips(broken, (400, 300), monkeypatch)
+    markers = restart_markers(data)
+    if lost == "one marker":
+        data = data[:markers[1]] + data[markers[1] + 2:]
+    elif lost == "the marker after a strip's share of the bytes":
+        from pipeline.imaging import _jpeg_layout
+
+        start, end = _jpeg_layout(data).data_start, len(data) - 2  # the scan, to its end-of-image marker
+        after = next(m for m in markers if m >= start + (end - start) // 3)
+        data = data[:after] + data[after + 2:]
+    else:
+        for j in range(16, 0, -2):  # all well before the first strip's share of the bytes
+            data = data[:markers[j]] + data[markers[j + 1]:]
+    cut, whole, strips = decoded_in_strips(data, (400, 300), monkeypatch)
     assert cut is None and strips == []
     assert whole.size == (400, 300)
+
+
+@pytest.mark.parametrize("broken", ["a second scan's header amid the data", "a Huffman table libjpeg refuses"])
+def test_a_jpeg_libjpeg_refuses_is_refused_on_every_cpu(registry, monkeypatch, broken):
+    """The strips may not decode what the whole decode refuses, nor fail silently."""
+    from pipeline import imaging
+
+    monkeypatch.setattr(imaging, "MIN_STRIP_BYTES", 2**14)
+    data = encode(samples.photo(4032, 3024, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    if broken == "a Huffman table libjpeg refuses":
+        table = data.index(b"\xff\xc4")
+        data = data[:table + 5] + b"\xff" + data[table + 6:]  # its first count: over 256 codes
+    else:
+        sos = data.index(b"\xff\xda")
+        header = data[sos:sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")]
+        late = restart_markers(data)[60]  # in the last strip's rows
+        data = data[:late] + header + data[late:]
+    strips, decode_strip = [], imaging._decode_strip
+    monkeypatch.setattr(imaging, "_decode_strip", lambda *strip: (strips.append(strip[1]), decode_strip(*strip)))
+    refusals = []
+    for threads in (1, 3):
+        with pytest.raises(RejectedImage, match="corrupt JPEG data") as refused:
+            render(data, registry, threads=threads)
+        refusals.append(str(refused.value))
+    assert refusals[0] == refusals[1]
+    assert bool(strips) == (broken == "a Huffman table libjpeg refuses"), "strips only for a scan that is whole"
+
+
+def test_restart_markers_without_a_restart_interval_are_left_to_libjpeg(monkeypatch):
+    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    dri = data.index(b"\xff\xdd")
+    cut, _, strips = decoded_in_strips(data[:dri] + data[dri + 6:], (400, 300), monkeypatch)
+    assert cut is None and strips == []
+
+
+def test_the_last_restart_interval_defined_is_the_one_counted(monkeypatch):
+    """As in libjpeg, a second DRI segment replaces the first."""
+    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    dri = data.index(b"\xff\xdd")
+    twice = data[:dri] + b"\xff\xdd\x00\x04\x00\x03" + data[dri:]
+    cut, whole, strips = decoded_in_strips(twice, (400, 300), monkeypatch)
+    assert len(strips) == 3 and cut.tobytes() == whole.tobytes()
+
+
+def test_a_greyscale_jpeg_declaring_2x2_sampling_is_cut_at_its_rows_of_blocks(monkeypatch):
+    """One component's scan codes its 8x8 blocks one by one, whatever sampling its frame declares."""
+    data = bytearray(encode(samples.photo(1600, 1200, seed=3).convert("L"), "JPEG", quality=92,
+                            restart_marker_rows=1))
+    frame = data.index(b"\xff\xc0")
+    assert data[frame + 11] == 0x11
+    data[frame + 11] = 0x22
+    cut, whole, strips = decoded_in_strips(bytes(data), (400, 300), monkeypatch)
+    assert len(strips) == 3 and cut.tobytes() == whole.tobytes()
+
+
+def test_a_header_read_otherwise_by_libjpeg_is_never_cut(monkeypatch):
+    """libjpeg reads an RSTn or TEM marker in the header as a marker without a segment and skips
+    what follows to the next marker; read as a segment, this header would hide the first DRI
+    (125 MCUs) and show the second (a row, 100): cut at the wrong rows."""
+    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    sos = data.index(b"\xff\xda")
+    tricky = data[:sos] + bytes.fromhex("ffd0 0008 fffe 000a aaaa ffdd 0004 007d") + data[sos:]
+    cut, _, strips = decoded_in_strips(tricky, (400, 300), monkeypatch)
+    assert cut is None and strips == []
+
+
+def test_segments_libjpeg_skips_are_not_copied_into_every_strip(monkeypatch):
+    """A header may carry megabytes of comments and metadata: each strip's JPEG has only what its
+    decoder reads."""
+    from pipeline import imaging
+
+    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    comments = b"".join(b"\xff\xfe\xff\xff" + bytes(65533) for _ in range(16))
+    bloated = data[:2] + comments + data[2:]
+    cut, whole, strips = decoded_in_strips(bloated, (400, 300), monkeypatch)
+    assert len(strips) == 3 and cut.tobytes() == whole.tobytes()
+    streams, decode_strip = [], imaging._decode_strip
+    monkeypatch.setattr(imaging, "_decode_strip", lambda image, extents, stream, *rest: (
+        streams.append(len(stream)), decode_strip(image, extents, stream, *rest))[1])
+    decoded_in_strips(bloated, (400, 300), monkeypatch)
+    assert sum(streams) < len(data) + 3 * 1000
+
+
+@pytest.mark.parametrize("failing", ["the calling thread's", "a pool thread's"])
+def test_a_failing_strip_fails_the_render_once_every_strip_has_stopped(registry, monkeypatch, failing):
+    """No strip may still be decoding into freed memory, or holding it, once render has raised."""
+    from pipeline import imaging
+
+    monkeypatch.setattr(imaging, "MIN_STRIP_BYTES", 2**14)
+    data = encode(samples.photo(4032, 3024, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    finished, decode_strip = [], imaging._decode_strip
+
+    def strip(image, extents, *rest):
+        first, last = extents[1] == 0, extents[3] == image.height
+        if first if failing == "the calling thread's" else last:
+            raise OSError("broken data stream")
+        time.sleep(0.3)
+        decode_strip(image, extents, *rest)
+        finished.append(extents)
+
+    monkeypatch.setattr(imaging, "_decode_strip", strip)
+    with pytest.raises(RejectedImage, match="corrupt JPEG data .broken data stream"):
+        render(data, registry, threads=3)
+    assert len(finished) == 2, "a strip was still running when render raised"
 
 
 def test_a_frame_shorter_than_its_scan_is_cut_only_within_its_rows(monkeypatch):
@@ -525,6 +660,22 @@ def test_the_cuts_stay_within_the_first_picture(monkeypatch):
     if cut is not None:
         assert cut.tobytes() == whole.tobytes()
     assert all(bottom <= 40 * 16 // 4 for _, bottom in strips[:-1]), strips
+
+
+def test_what_follows_the_picture_neither_stops_nor_unbalances_the_cuts(monkeypatch):
+    """Phones append a gain map (MPO) or a motion photo's video after the photo's end-of-image
+    marker, often more bytes than the photo: the strips share the photo's scan, not the file."""
+    photo = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    trailer = encode(samples.photo(1600, 2400, seed=4), "JPEG", quality=92, restart_marker_rows=1) * 3
+    cut, whole, strips = decoded_in_strips(photo + trailer, (400, 300), monkeypatch, threads=2)
+    assert len(strips) == 2 and cut.tobytes() == whole.tobytes()
+    assert 0.3 < strips[0][1] / whole.height < 0.7, strips
+    streams = []
+    from pipeline import imaging
+
+    monkeypatch.setattr(imaging, "_decode_strip", lambda image, extents, stream, *rest: streams.append(len(stream)))
+    decoded_in_strips(photo + trailer, (400, 300), monkeypatch, threads=2)
+    assert sum(streams) < len(photo) + 2000, "the trailer is not copied into a strip"
 
 
 def test_a_strip_whose_data_ends_before_its_rows_is_an_error():
@@ -624,6 +775,25 @@ def test_a_child_forked_while_another_thread_makes_a_pool_makes_its_own(registry
     data = samples.jpeg_bytes(samples.photo(1200, 900, seed=1))
     assert forked_render(data, registry, 3, holding=imaging._pools_made) == 0  # as if a pool were being made
     assert len(render(data, registry, threads=3).variations) == 6, "the parent goes on as before"
+
+
+@pytest.mark.parametrize("function_mb, threads", [(None, 6), ("128", 1), ("1769", 1), ("1770", 2), ("3538", 2),
+                                                  ("10240", 6)])
+def test_a_lambda_function_renders_on_the_vcpus_its_memory_pays_for(registry, monkeypatch, function_mb, threads):
+    """Lambda gives a full vCPU of time per 1769 MB but may show more vCPUs than that: six shown here."""
+    from pipeline import imaging
+
+    monkeypatch.setattr(imaging.os, "sched_getaffinity", lambda pid: set(range(6)))
+    if function_mb:
+        monkeypatch.setenv(imaging.LAMBDA_MEMORY_VARIABLE, function_mb)
+    else:
+        monkeypatch.delenv(imaging.LAMBDA_MEMORY_VARIABLE, raising=False)
+    asked, render_threads = [], imaging._render_threads
+    monkeypatch.setattr(imaging, "_render_threads", lambda n: asked.append(n) or render_threads(1))
+    monkeypatch.setattr(imaging, "judging_limits", lambda config: {"max_bytes": 10**8, "max_pixels": 10**9,
+                                                                  "memory_budget_bytes": 10**10})
+    render(samples.jpeg_bytes(samples.photo(64, 48)), registry)
+    assert asked == [threads]
 
 
 def test_on_one_cpu_each_variation_is_handed_over_before_those_made_from_it(registry):
