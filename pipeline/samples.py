@@ -60,7 +60,7 @@ def enlarged_photo(width: int, height: int, *, grain: float = 0.0) -> Image.Imag
 
 def jpeg_bytes(image: Image.Image, *, quality: int = 92, exif: Image.Exif | None = None,
                icc_profile: bytes | None = None, restart_marker_rows: int = 0) -> bytes:
-    """A JPEG as a camera writes it; many Android phones' put a restart marker every row or so of MCUs."""
+    """A JPEG as a camera writes it; some Android phones' cameras put in restart markers too."""
     out = io.BytesIO()
     kwargs: dict = {"quality": quality, "restart_marker_rows": restart_marker_rows}
     if exif is not None:
