@@ -71,6 +71,8 @@ SEQUENTIAL_HUFFMAN_FRAMES = {0xC0, 0xC1}  # baseline and extended sequential
 # A JPEG with restart markers is decoded in strips at once (_decode_in_strips), each of at least
 # this much data; a 0.7 MiB 12 MP JPEG still decodes in half the time in two strips.
 MIN_STRIP_BYTES = 2**18
+# Tables and frame of a JPEG are a few KiB; more (repeated tables) would be copied into every strip.
+MAX_STRIP_HEADER_BYTES = 2**16
 RESTART = re.compile(rb"\xff[\xd0-\xd7]")
 # The first marker in a scan that is no restart marker ends it (FF 00 is a stuffed FF, FF FF a fill byte).
 SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -384,7 +386,8 @@ def usable_cpus(environ: Mapping[str, str] = os.environ) -> int:
 
     Lambda gives CPU time in proportion to memory, one full vCPU per 1769 MB (two at 3538 MB, six
     at 10240 MB), but may show a function more vCPUs than that: a second thread on a function paid
-    for one vCPU would share its time, holding more memory for no gain.
+    for one vCPU would share its time, holding more memory for no gain. A part of a vCPU beyond
+    the whole ones gets a thread: at 2654 MB two threads each have three quarters of one.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     function_mb = environ.get(LAMBDA_MEMORY_VARIABLE, "").strip()
@@ -717,7 +720,8 @@ def _decode_in_strips(image: Image.Image, data: bytes, pool: Executor | None, th
     if pool is None or threads < 2 or not image.decoderconfig:
         return None
     layout = _jpeg_layout(data)
-    if layout is None or layout.frame_type not in SEQUENTIAL_HUFFMAN_FRAMES or not layout.restart_interval:
+    if (layout is None or layout.frame_type not in SEQUENTIAL_HUFFMAN_FRAMES or layout.whole_image_buffered
+            or not layout.restart_interval or not layout.decoder_segments):
         return None
     eighths = dict(DCT_SCALES)[image.decoderconfig[0]]
     if _upsamples_rows(layout, eighths):
@@ -844,23 +848,28 @@ class JpegLayout(NamedTuple):
     sampling: tuple[tuple[int, int], ...]  # each component's horizontal and vertical sampling factors
     mcu: tuple[int, int]  # the pixels one minimum coded unit of the first scan covers
     restart_interval: int  # MCUs between restart markers, 0 for none
-    decoder_segments: tuple[tuple[int, int], ...]  # (start, end) of each segment libjpeg reads, to the scan's
+    decoder_segments: tuple[tuple[int, int], ...]  # (start, end) of each segment libjpeg reads, to the scan's;
+    # none when they are over MAX_STRIP_HEADER_BYTES
 
 
 def _jpeg_layout(data: bytes) -> JpegLayout | None:
     """The JPEG's frame and first scan, read from its markers; None if no scan follows a frame."""
-    position, frame, restart_interval, decoder_segments = 2, None, 0, []
+    position, frame, restart_interval, decoder_segments, decoder_bytes = 2, None, 0, [], 0
     while position + 4 <= len(data) and data[position] == 0xFF:
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
             continue
+        if marker == 0x00:  # libjpeg skips FF 00 as junk to the next marker: read no further than it agrees
+            return None
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: markers without a segment, as libjpeg reads them
             position += 2
             continue
         end = position + 2 + int.from_bytes(data[position + 2:position + 4], "big")
         if not (0xE1 <= marker <= 0xED or marker in (0xEF, 0xFE)):  # what libjpeg skips: APP1-13, APP15, COM
-            decoder_segments.append((position, end))
+            decoder_bytes += end - position
+            if decoder_bytes <= MAX_STRIP_HEADER_BYTES:
+                decoder_segments.append((position, end))
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG, DAC are not frames
             frame = (marker, data[position + 4:end], position)
         elif marker == 0xDD and end == position + 6:  # define restart interval
@@ -882,8 +891,9 @@ def _jpeg_layout(data: bytes) -> JpegLayout | None:
             # A scan of one component codes its blocks one by one; an interleaved one, a block of each
             # component's samples in turn.
             mcu = (8, 8) if data[position + 4] == 1 else (8 * h_max, 8 * v_max)
+            segments = tuple(decoder_segments) if decoder_bytes <= MAX_STRIP_HEADER_BYTES else ()
             return JpegLayout(frame_type, blocks, buffered, end, frame_at, (width, height), tuple(sampling), mcu,
-                              restart_interval, tuple(decoder_segments))
+                              restart_interval, segments)
         position = end
     return None
 

@@ -172,19 +172,36 @@ def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
             return segments, data[position:data.rindex(b"\xff\xd9")]
 
 
-def jpeg_in_separate_scans(image: Image.Image, **options) -> bytes:
+def _segment(marker: int, body: bytes) -> bytes:
+    return b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def jpeg_in_separate_scans(image: Image.Image, only: int | None = None, **options) -> bytes:
     """A baseline (sequential) JPEG whose Y, Cb and Cr come one after another in three scans, as
     libjpeg's scan scripts can write it: spliced from three greyscale JPEGs, each with its own
-    tables (renumbered, or defined again before its scan)."""
-    segment = lambda marker, body: b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body  # noqa: E731
-    planes = [_jpeg_segments(encode(plane, "JPEG", **options)) for plane in image.convert("YCbCr").split()]
+    tables (renumbered, or defined again before its scan). With `only`, just that component's
+    scan, and the frame 4:2:0 (that component, Cb or Cr, at half the size each way)."""
+    planes = image.convert("YCbCr").split()
+    if only is not None:
+        planes = [plane.resize((image.width // 2, image.height // 2)) if index else plane
+                  for index, plane in enumerate(planes)]
+    planes = [_jpeg_segments(encode(plane, "JPEG", **options)) for plane in planes]
+    sampling = [0x22, 0x11, 0x11] if only is not None else [0x11, 0x11, 0x11]
     out = b"\xff\xd8"
     for table, (segments, _) in enumerate(planes):
-        out += b"".join(segment(0xDB, bytes([table]) + body[1:]) for marker, body in segments if marker == 0xDB)
-    out += segment(0xC0, struct.pack(">BHHB", 8, image.height, image.width, 3)
-                   + b"".join(bytes([component + 1, 0x11, component]) for component in range(3)))
-    out += b"".join(segment(marker, body) for marker, body in planes[0][0] if marker == 0xDD)
+        out += b"".join(_segment(0xDB, bytes([table]) + body[1:]) for marker, body in segments if marker == 0xDB)
+    out += _segment(0xC0, struct.pack(">BHHB", 8, image.height, image.width, 3)
+                    + b"".join(bytes([component + 1, sampling[component], component]) for component in range(3)))
+    out += b"".join(_segment(marker, body) for marker, body in planes[0][0] if marker == 0xDD)
     for component, (segments, scan) in enumerate(planes):
-        out += b"".join(segment(marker, body) for marker, body in segments if marker == 0xC4)
-        out += segment(0xDA, bytes([1, component + 1, 0x00, 0, 63, 0])) + scan
+        if only is None or component == only:
+            out += b"".join(_segment(marker, body) for marker, body in segments if marker == 0xC4)
+            out += _segment(0xDA, bytes([1, component + 1, 0x00, 0, 63, 0])) + scan
     return out + b"\xff\xd9"
+
+
+def repeated_tables(jpeg: bytes, at_least: int) -> bytes:
+    """The JPEG with its quantisation tables defined again and again, `at_least` bytes of them."""
+    start = jpeg.index(b"\xff\xdb")
+    table = jpeg[start:start + 2 + struct.unpack(">H", jpeg[start + 2:start + 4])[0]]
+    return jpeg[:start] + table * (at_least // len(table) + 1) + jpeg[start:]

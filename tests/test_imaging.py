@@ -11,7 +11,7 @@ from PIL import Image, ImageChops, ImageFile, ImageOps, ImageStat
 
 from conftest import open_output, render_outputs
 from images import (STORED_AS, adobe_rgb_profile, adobe_rgb_to_srgb, encode, jpeg_header_declaring, jpeg_in_separate_scans,
-                    oriented_jpeg, png_header_only, upright_marker)
+                    oriented_jpeg, png_header_only, repeated_tables, upright_marker)
 from pipeline import samples
 from pipeline.config import PipelineConfig
 from pipeline.imaging import BIG_STEP_FILTER, RejectedImage, _decode_base, open_source, render
@@ -364,7 +364,8 @@ def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding(r
 
 
 @pytest.mark.parametrize("size, restart_marker_rows", [((4032, 3024), 0), ((3000, 4000), 0), ((6000, 4000), 0),
-                                                       ((3303, 4401), 0), ((4401, 3303), 0), ((4032, 3024), 1)])
+                                                       ((3303, 4401), 0), ((4401, 3303), 0), ((3001, 4002), 0),
+                                                       ((4032, 3024), 1)])
 def test_every_cpu_gives_the_same_bytes_as_one(registry, monkeypatch, size, restart_marker_rows):
     """The threaded render (a function with more than one vCPU) against the one-CPU render: the
     bands of the first resize join without a seam, and nothing depends on which thread ran first;
@@ -419,10 +420,23 @@ def test_a_jpeg_with_restart_markers_decodes_in_strips_byte_for_byte_as_whole(mo
     assert cut.size == whole.size and cut.tobytes() == whole.tobytes()
 
 
-@pytest.mark.parametrize("image", [samples.photo(1601, 1203, seed=5).convert("L"),
-                                   samples.photo(1600, 1200, seed=5).convert("CMYK")], ids=["greyscale", "CMYK"])
-def test_greyscale_and_cmyk_jpegs_with_restart_markers_decode_in_strips_as_whole(monkeypatch, image):
-    data = encode(image, "JPEG", quality=92, restart_marker_rows=1)
+def numbered_1_2_3(data: bytes) -> bytes:
+    """An RGB-stored JPEG whose components are numbered 1, 2, 3: only Adobe's APP14 says RGB."""
+    data = bytearray(data)
+    frame, scan = data.index(b"\xff\xc0"), data.index(b"\xff\xda")
+    for component in range(3):
+        data[frame + 10 + 3 * component] = data[scan + 5 + 2 * component] = component + 1
+    return bytes(data)
+
+
+@pytest.mark.parametrize("image, store", [(samples.photo(1601, 1203, seed=5).convert("L"), encode),
+                                          (samples.photo(1600, 1200, seed=5).convert("CMYK"), encode),
+                                          (samples.photo(1600, 1200, seed=5),
+                                           lambda *a, **k: numbered_1_2_3(encode(*a, keep_rgb=True, **k)))],
+                         ids=["greyscale", "CMYK", "RGB stored as RGB"])
+def test_greyscale_cmyk_and_rgb_jpegs_with_restart_markers_decode_in_strips_as_whole(monkeypatch, image, store):
+    """Each strip's JPEG keeps APP0 and Adobe's APP14: libjpeg reads the colour transform from them."""
+    data = store(image, "JPEG", quality=92, restart_marker_rows=1)
     cut, whole, strips = decoded_in_strips(data, (400, 300), monkeypatch)
     assert cut is not None and len(strips) == 3 and cut.mode == whole.mode
     assert cut.tobytes() == whole.tobytes()
@@ -452,7 +466,8 @@ def test_a_jpeg_whose_chroma_libjpeg_upsamples_vertically_is_decoded_whole(regis
 
 
 @pytest.mark.parametrize("case", ["no restart markers", "progressive", "components in separate scans",
-                                  "arithmetic-coded", "full size", "one thread"])
+                                  "only a subsampled component's scan", "tables over 64 KiB", "arithmetic-coded",
+                                  "full size", "one thread"])
 def test_a_jpeg_is_decoded_whole_when_strips_would_not_join_or_not_help(monkeypatch, case):
     """Not cut: without markers; progressive or with its components in separate scans (each scan
     covers every row); arithmetic-coded (not tried: Pillow cannot write one to test); at full size,
@@ -461,6 +476,9 @@ def test_a_jpeg_is_decoded_whole_when_strips_would_not_join_or_not_help(monkeypa
     data = {"no restart markers": lambda: encode(photo, "JPEG", quality=92),
             "progressive": lambda: encode(photo, "JPEG", progressive=True, **marked),
             "components in separate scans": lambda: jpeg_in_separate_scans(photo, **marked),
+            # its blocks cover 16x16 pixels: no row of 8x8 MCUs
+            "only a subsampled component's scan": lambda: jpeg_in_separate_scans(photo, **marked, only=1),
+            "tables over 64 KiB": lambda: repeated_tables(encode(photo, "JPEG", **marked), 2**16),
             "arithmetic-coded": lambda: encode(photo, "JPEG", **marked).replace(b"\xff\xc0", b"\xff\xc9", 1),
             }.get(case, lambda: encode(photo, "JPEG", **marked))()
     wanted = (1600, 1200) if case == "full size" else (400, 300)
@@ -474,7 +492,8 @@ def test_a_jpeg_is_decoded_whole_when_strips_would_not_join_or_not_help(monkeypa
         return
     cut, whole, strips = decoded_in_strips(data, wanted, monkeypatch, threads=1 if case == "one thread" else 3)
     assert cut is None and strips == []
-    assert psnr(whole.convert("RGB"), photo.resize(whole.size, Image.Resampling.LANCZOS)) > 25, "the photo itself"
+    if case != "only a subsampled component's scan":  # the others' pixels are the photo's
+        assert psnr(whole.convert("RGB"), photo.resize(whole.size, Image.Resampling.LANCZOS)) > 25, "the photo itself"
 
 
 def test_an_extended_sequential_jpeg_is_cut_like_a_baseline_one(monkeypatch):
@@ -583,13 +602,16 @@ def test_a_greyscale_jpeg_declaring_2x2_sampling_is_cut_at_its_rows_of_blocks(mo
     assert len(strips) == 3 and cut.tobytes() == whole.tobytes()
 
 
-def test_a_header_read_otherwise_by_libjpeg_is_never_cut(monkeypatch):
-    """libjpeg reads an RSTn or TEM marker in the header as a marker without a segment and skips
-    what follows to the next marker; read as a segment, this header would hide the first DRI
-    (125 MCUs) and show the second (a row, 100): cut at the wrong rows."""
+@pytest.mark.parametrize("hidden", ["ffd0 0008 fffe 000a aaaa ffdd 0004 0064",  # after an RST0
+                                    "ffdd 0004 007d ff00 000a ffdd 0004 0064 0000"],  # after FF 00
+                         ids=["a marker without a segment", "a stuffed zero"])
+def test_a_header_read_otherwise_by_libjpeg_is_never_cut(monkeypatch, hidden):
+    """libjpeg reads an RSTn or TEM marker in the header as a marker without a segment, and skips
+    FF 00 as junk, on to the next marker: read as segments, these headers would hide the DRI that
+    counts (a row, 100 MCUs) and show another (125): cut at the wrong rows."""
     data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
     sos = data.index(b"\xff\xda")
-    tricky = data[:sos] + bytes.fromhex("ffd0 0008 fffe 000a aaaa ffdd 0004 007d") + data[sos:]
+    tricky = data[:sos] + bytes.fromhex(hidden) + data[sos:]
     cut, _, strips = decoded_in_strips(tricky, (400, 300), monkeypatch)
     assert cut is None and strips == []
 
@@ -634,15 +656,16 @@ def test_a_failing_strip_fails_the_render_once_every_strip_has_stopped(registry,
     assert len(finished) == 2, "a strip was still running when render raised"
 
 
-def test_a_frame_shorter_than_its_scan_is_cut_only_within_its_rows(monkeypatch):
+@pytest.mark.parametrize("height", [700, 896], ids=["44 rows", "56 rows, the last cut's"])
+def test_a_frame_shorter_than_its_scan_is_cut_only_within_its_rows(monkeypatch, height):
     """A frame header may declare fewer rows than its scan holds; libjpeg decodes those rows only,
-    so a cut past them would make a strip of negative height."""
+    so a cut at or past their end would make a strip of no or negative height."""
     data = bytearray(encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1))
     frame = data.index(b"\xff\xc0")
-    data[frame + 5:frame + 7] = (700).to_bytes(2, "big")  # 44 rows of MCUs; a cut every 8 rows (RST7)
-    cut, whole, strips = decoded_in_strips(bytes(data), (400, 175), monkeypatch)
-    assert whole.size == (400, 175)
-    assert strips == [(0, 32 * 16 // 4), (32 * 16 // 4, 175)], "the cut a third in (row 32) only"
+    data[frame + 5:frame + 7] = height.to_bytes(2, "big")  # a cut can start every 8th row of MCUs (RST7)
+    cut, whole, strips = decoded_in_strips(bytes(data), (400, height // 4), monkeypatch)
+    assert whole.size == (400, height // 4)
+    assert strips == [(0, 32 * 16 // 4), (32 * 16 // 4, height // 4)], "the cut a third in (row 32) only"
     assert cut.tobytes() == whole.tobytes()
 
 
@@ -676,6 +699,25 @@ def test_what_follows_the_picture_neither_stops_nor_unbalances_the_cuts(monkeypa
     monkeypatch.setattr(imaging, "_decode_strip", lambda image, extents, stream, *rest: streams.append(len(stream)))
     decoded_in_strips(photo + trailer, (400, 300), monkeypatch, threads=2)
     assert sum(streams) < len(photo) + 2000, "the trailer is not copied into a strip"
+
+
+def test_counting_a_scan_of_nothing_but_markers_takes_little_memory():
+    """Markers are listed a stretch of the scan at a time: all at once, 4 million of them took 650 MiB."""
+    import tracemalloc
+
+    from pipeline import imaging
+
+    data = encode(samples.photo(4096, 4096, seed=3).convert("L"), "JPEG", quality=92, restart_marker_blocks=1)
+    layout = imaging._jpeg_layout(data)
+    markers = bytes(imaging.RESTARTS_IN_ORDER) * (2**23 // 16)  # 8 MiB: 4 million markers, in order
+    scan = data[:layout.data_start] + markers + b"\xff\xd9"
+    tracemalloc.start()
+    try:
+        imaging._restart_cuts(scan, layout, len(scan) - 2, 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB"
 
 
 def test_a_strip_whose_data_ends_before_its_rows_is_an_error():
