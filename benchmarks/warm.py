@@ -44,7 +44,7 @@ OTHER = str(CPUS[1]) if len(CPUS) > 1 else "any"
 TARGETS = {"40 MP JPEG": 1.00, "12 MP JPEG": 1.15}
 TWO_CORE_TARGET = 0.65  # 2-core wall / 1-core wall, 40 MP
 # Peak RSS of a render worker before the render used threads (a5b01fb, one thread): no higher now.
-MEMORY_TARGET_MIB = {"40 MP": 80, "12 MP": 110}
+MEMORY_TARGET_MIB = {"40 MP JPEG": 80, "12 MP JPEG": 110}
 HANDLER_ROUND_TRIPS = 5  # wall@latency <= render + this many round trips
 
 
@@ -113,8 +113,9 @@ def table(header: list[str], rows: list[list], left: tuple[int, ...] = (0,)) -> 
                                for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
 
 
-def verdict(value: float, limit: float) -> str:
-    return f"<= {limit:.2f} {'met' if value <= limit else 'missed'}"
+def verdict(value: float, limit: float, unit: str = "") -> str:
+    shown = f"{limit:.0f} {unit}" if unit else f"{limit:.2f}"
+    return f"<= {shown} {'met' if value <= limit else 'missed'}"
 
 
 def ms(seconds: float) -> str:
@@ -210,7 +211,7 @@ def cores(photos: dict[str, Path], rounds: int, images: int) -> None:
         rows.append([label, ms(one), ms(two), f"{two / one:.2f}",
                      verdict(two / one, TWO_CORE_TARGET) if label.startswith("40 MP") else "",
                      f"{rss['1']:.0f} MiB", f"{rss['2']:.0f} MiB",
-                     *(verdict(rss[n], MEMORY_TARGET_MIB[label[:5]]).replace(".00", " MiB") for n in ("1", "2"))])
+                     *(verdict(rss[n], MEMORY_TARGET_MIB[label.split(",")[0]], "MiB") for n in ("1", "2"))])
     table(["photo", "1 core", "2 cores", "2-core/1-core", "target", "RSS 1 core", "RSS 2 cores",
            "memory target 1 core", "2 cores"], rows)
 

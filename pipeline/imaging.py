@@ -179,6 +179,12 @@ def too_big(size: int, max_bytes: int) -> str:
     return f"file is {size / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:g} MiB"
 
 
+def lambda_memory_mb(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The memory of the Lambda function this runs in, in MB; None off Lambda."""
+    function_mb = environ.get(LAMBDA_MEMORY_VARIABLE, "").strip()
+    return int(function_mb) if function_mb else None
+
+
 def judging_limits(config: "PipelineConfig", environ: Mapping[str, str] = os.environ) -> dict[str, int]:
     """The limits an upload is judged by: bytes, pixels, and the memory its decode may take.
 
@@ -189,9 +195,9 @@ def judging_limits(config: "PipelineConfig", environ: Mapping[str, str] = os.env
     budgets = []
     if config.max_memory_mb is not None:
         budgets.append(config.max_memory_mb * MiB)
-    function_mb = environ.get(LAMBDA_MEMORY_VARIABLE, "").strip()
-    if function_mb:
-        budgets.append(max(0, int(function_mb) * MiB - RUNTIME_ALLOWANCE))
+    function_mb = lambda_memory_mb(environ)
+    if function_mb is not None:
+        budgets.append(max(0, function_mb * MiB - RUNTIME_ALLOWANCE))
     return {"max_bytes": config.max_bytes, "max_pixels": config.max_pixels,
             "memory_budget_bytes": min(budgets) if budgets else DEFAULT_MEMORY_BUDGET}
 
@@ -277,7 +283,8 @@ def _jpeg_scans(data: bytes) -> int:
     """How many scans the first picture of a JPEG has (counting stops past MAX_JPEG_SCANS).
 
     Walks the markers between scans, skipping each segment whole: a comment may hold the bytes
-    of an end-of-image marker. Byte stuffing keeps markers out of the entropy-coded data.
+    of an end-of-image marker. Byte stuffing keeps markers out of the entropy-coded data: the
+    first marker in it that is no restart marker (SCAN_END) ends a scan.
     """
     layout = _jpeg_layout(data)
     if layout is None:
@@ -288,17 +295,13 @@ def _jpeg_scans(data: bytes) -> int:
         return 1
     scans, position = 1, layout.data_start
     while scans <= MAX_JPEG_SCANS:
-        position = data.find(b"\xff", position)
-        if position < 0 or position + 4 > len(data):
+        found = SCAN_END.search(data, position)  # past stuffed bytes, restart markers and fill
+        if found is None or found.start() + 4 > len(data) or found.group() == b"\xff\xd9":
             return scans
-        marker = data[position + 1]
-        if marker == 0x00 or 0xD0 <= marker <= 0xD7 or marker == 0xFF:  # stuffed byte, restart, fill
-            position += 1 if marker == 0xFF else 2
-        elif marker == 0xD9:  # end of image
-            return scans
-        else:  # a segment (SOS, DHT, COM, ...): its length counts its own two bytes
-            scans += marker == 0xDA
-            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        # a segment (SOS, DHT, COM, ...): its length counts its own two bytes
+        position = found.start()
+        scans += data[position + 1] == 0xDA
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
     return scans
 
 
@@ -390,9 +393,9 @@ def usable_cpus(environ: Mapping[str, str] = os.environ) -> int:
     the whole ones gets a thread: at 2654 MB two threads each have three quarters of one.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    function_mb = environ.get(LAMBDA_MEMORY_VARIABLE, "").strip()
-    if function_mb:
-        cpus = min(cpus, max(1, math.ceil(int(function_mb) / LAMBDA_MB_PER_VCPU)))
+    function_mb = lambda_memory_mb(environ)
+    if function_mb is not None:
+        cpus = min(cpus, max(1, math.ceil(function_mb / LAMBDA_MB_PER_VCPU)))
     return cpus
 
 
@@ -738,10 +741,11 @@ def _decode_in_strips(image: Image.Image, data: bytes, pool: Executor | None, th
     ends = [marker for _, marker in cuts] + [end]
     segments = [data[start:stop] for start, stop in layout.decoder_segments]
     frame = [start for start, _ in layout.decoder_segments].index(layout.frame_at)
+    whole_frame = segments[frame]
     decoded = Image.new(image.mode, image.size, None)  # every row is written by one strip's decoder
     strips = []
     for top, bottom, start, stop in zip(rows, rows[1:], starts, ends):
-        segments[frame] = data[layout.frame_at:layout.frame_at + 5] + (bottom - top).to_bytes(2, "big") + segments[frame][7:]
+        segments[frame] = whole_frame[:5] + (bottom - top).to_bytes(2, "big") + whole_frame[7:]  # its height
         stream = b"".join((b"\xff\xd8", *segments, memoryview(data)[start:stop], b"\xff\xd9"))
         extents = (0, top * eighths // 8, image.width, _ceil_div(bottom * eighths, 8))
         strips.append((decoded, extents, stream, image.tile[0].args, image.decoderconfig))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import time
@@ -361,6 +362,14 @@ def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding(r
     hidden = data[:start] + b"\xff\xfe\x00\x04\xff\xd9" + data[start:end] * 500 + data[end:]
     with pytest.raises(imaging.RejectedImage, match="JPEG with more than 100 scans"):
         imaging.render(hidden, registry)
+    # Only scans count, not the segments between them: 95 scans, each after tables of its own, are decoded.
+    tables = data.index(b"\xff\xc4")
+    tables = data[tables:tables + 2 + int.from_bytes(data[tables + 2:tables + 4], "big")]
+    assert imaging._jpeg_scans(data) < 11
+    many = data[:end] + (tables + data[start:end]) * 85 + data[end:]
+    assert 90 < imaging._jpeg_scans(many) <= 100
+    monkeypatch.undo()
+    assert imaging.render(many, registry).variations
 
 
 @pytest.mark.parametrize("size, restart_marker_rows", [((4032, 3024), 0), ((3000, 4000), 0), ((6000, 4000), 0),
@@ -398,6 +407,12 @@ def decoded_in_strips(data: bytes, wanted: tuple[int, int], monkeypatch, threads
     cut = imaging._decode_in_strips(opened[0], data, imaging._render_threads(threads), threads)
     opened[1].load()
     return cut, opened[1], sorted(strips)
+
+
+@functools.cache
+def marked_jpeg() -> bytes:
+    """A 1600x1200 photo with a restart marker every row of MCUs (75 rows, 100 MCUs each)."""
+    return encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
 
 
 STRIP_ENCODINGS = {
@@ -498,7 +513,7 @@ def test_a_jpeg_is_decoded_whole_when_strips_would_not_join_or_not_help(monkeypa
 
 def test_an_extended_sequential_jpeg_is_cut_like_a_baseline_one(monkeypatch):
     """SOF1 (extended sequential, Huffman) codes 8-bit samples exactly as SOF0 does."""
-    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    data = marked_jpeg()
     cut, whole, strips = decoded_in_strips(data.replace(b"\xff\xc0", b"\xff\xc1", 1), (400, 300), monkeypatch)
     assert len(strips) == 3 and cut.tobytes() == whole.tobytes()
 
@@ -507,7 +522,7 @@ def test_a_cut_found_from_a_middle_byte_of_a_marker_counts_that_marker(monkeypat
     """A strip's share of the bytes may end on the second byte of a restart marker: neither the
     count up to it nor the search after it would see that marker, and every count after would be
     one short (the strips would then not be cut at all)."""
-    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    data = marked_jpeg()
     start = data.index(b"\xff\xda")
     start += 2 + int.from_bytes(data[start + 2:start + 4], "big")
     marker = data.index(b"\xff\xd3", (start + len(data)) // 2)  # a restart marker past the middle
@@ -531,7 +546,7 @@ def test_a_scan_whose_markers_are_out_of_order_is_decoded_whole(monkeypatch, los
     """A damaged file: libjpeg resynchronises by marker number, so a count of markers would put
     the cuts elsewhere than its rows (eight intervals lost leave the count on an RST7 still).
     Markers are checked both where they are counted and where a cut is searched for after that."""
-    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    data = marked_jpeg()
     markers = restart_markers(data)
     if lost == "one marker":
         data = data[:markers[1]] + data[markers[1] + 2:]
@@ -576,7 +591,7 @@ def test_a_jpeg_libjpeg_refuses_is_refused_on_every_cpu(registry, monkeypatch, b
 
 
 def test_restart_markers_without_a_restart_interval_are_left_to_libjpeg(monkeypatch):
-    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    data = marked_jpeg()
     dri = data.index(b"\xff\xdd")
     cut, _, strips = decoded_in_strips(data[:dri] + data[dri + 6:], (400, 300), monkeypatch)
     assert cut is None and strips == []
@@ -584,7 +599,7 @@ def test_restart_markers_without_a_restart_interval_are_left_to_libjpeg(monkeypa
 
 def test_the_last_restart_interval_defined_is_the_one_counted(monkeypatch):
     """As in libjpeg, a second DRI segment replaces the first."""
-    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    data = marked_jpeg()
     dri = data.index(b"\xff\xdd")
     twice = data[:dri] + b"\xff\xdd\x00\x04\x00\x03" + data[dri:]
     cut, whole, strips = decoded_in_strips(twice, (400, 300), monkeypatch)
@@ -609,7 +624,7 @@ def test_a_header_read_otherwise_by_libjpeg_is_never_cut(monkeypatch, hidden):
     """libjpeg reads an RSTn or TEM marker in the header as a marker without a segment, and skips
     FF 00 as junk, on to the next marker: read as segments, these headers would hide the DRI that
     counts (a row, 100 MCUs) and show another (125): cut at the wrong rows."""
-    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    data = marked_jpeg()
     sos = data.index(b"\xff\xda")
     tricky = data[:sos] + bytes.fromhex(hidden) + data[sos:]
     cut, _, strips = decoded_in_strips(tricky, (400, 300), monkeypatch)
@@ -621,7 +636,7 @@ def test_segments_libjpeg_skips_are_not_copied_into_every_strip(monkeypatch):
     decoder reads."""
     from pipeline import imaging
 
-    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    data = marked_jpeg()
     comments = b"".join(b"\xff\xfe\xff\xff" + bytes(65533) for _ in range(16))
     bloated = data[:2] + comments + data[2:]
     cut, whole, strips = decoded_in_strips(bloated, (400, 300), monkeypatch)
@@ -660,7 +675,7 @@ def test_a_failing_strip_fails_the_render_once_every_strip_has_stopped(registry,
 def test_a_frame_shorter_than_its_scan_is_cut_only_within_its_rows(monkeypatch, height):
     """A frame header may declare fewer rows than its scan holds; libjpeg decodes those rows only,
     so a cut at or past their end would make a strip of no or negative height."""
-    data = bytearray(encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1))
+    data = bytearray(marked_jpeg())
     frame = data.index(b"\xff\xc0")
     data[frame + 5:frame + 7] = height.to_bytes(2, "big")  # a cut can start every 8th row of MCUs (RST7)
     cut, whole, strips = decoded_in_strips(bytes(data), (400, height // 4), monkeypatch)
@@ -674,7 +689,7 @@ def test_the_cuts_stay_within_the_first_picture(monkeypatch):
     restart markers of their own: counting on past the end would cut the photo at the wrong rows.
     Here the photo's scan ends after 39 intervals and a 40th; its end-of-image marker counted as
     a restart would make the gain map's RST7 markers look like row starts of the photo."""
-    photo = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    photo = marked_jpeg()
     markers = [i for i in range(photo.index(b"\xff\xda"), len(photo) - 1)
                if photo[i] == 0xFF and 0xD0 <= photo[i + 1] <= 0xD7]
     early = photo[:markers[39]] + b"\xff\xd9"  # 40 intervals of the 75 rows, then its end
@@ -688,7 +703,7 @@ def test_the_cuts_stay_within_the_first_picture(monkeypatch):
 def test_what_follows_the_picture_neither_stops_nor_unbalances_the_cuts(monkeypatch):
     """Phones append a gain map (MPO) or a motion photo's video after the photo's end-of-image
     marker, often more bytes than the photo: the strips share the photo's scan, not the file."""
-    photo = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    photo = marked_jpeg()
     trailer = encode(samples.photo(1600, 2400, seed=4), "JPEG", quality=92, restart_marker_rows=1) * 3
     cut, whole, strips = decoded_in_strips(photo + trailer, (400, 300), monkeypatch, threads=2)
     assert len(strips) == 2 and cut.tobytes() == whole.tobytes()
@@ -723,7 +738,7 @@ def test_counting_a_scan_of_nothing_but_markers_takes_little_memory():
 def test_a_strip_whose_data_ends_before_its_rows_is_an_error():
     from pipeline import imaging
 
-    data = encode(samples.photo(1600, 1200, seed=3), "JPEG", quality=92, restart_marker_rows=1)
+    data = marked_jpeg()
     image = Image.new("RGB", (400, 300))
     with pytest.raises(OSError, match="truncated"):
         imaging._decode_strip(image, (0, 0, 400, 300), data[:len(data) // 2], ("RGB", ""), (4, 0))
