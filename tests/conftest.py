@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -106,3 +107,13 @@ def install_plugin(tmp_path, monkeypatch):
         sys.modules.pop(module, None)
 
     yield install
+
+
+@pytest.fixture
+def interruptible_children():
+    """Children started in the test take Ctrl-C (SIGINT) as from a terminal, even when pytest itself
+    runs with SIGINT ignored (a background job of a script, `cmd &`): an ignored signal stays
+    ignored across exec, a handled one is reset to the default, which Python makes KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

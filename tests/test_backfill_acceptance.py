@@ -124,7 +124,8 @@ def test_a_store_of_300_gets_one_new_variation_then_nothing_then_exactly_what_ch
     assert not [k for k in state(s3, PROCESSED) if k.startswith("uploads/images/panorama/")]
 
 
-def test_a_run_stopped_half_way_by_sigint_resumes_to_the_state_of_an_uninterrupted_run(server, plugin_path):
+def test_a_run_stopped_half_way_by_sigint_resumes_to_the_state_of_an_uninterrupted_run(server, plugin_path,
+                                                                                      interruptible_children):
     s3 = client()
     count, slow = 80, {"plugins": {"panorama": {"delay": 0.05}}}
     for name in ("stop", "whole"):

@@ -117,7 +117,7 @@ def test_local_upload_once_prints_the_table_and_exits(tmp_path):
     assert "local stack stopped" in err
 
 
-def test_ctrl_c_stops_everything_cleanly():
+def test_ctrl_c_stops_everything_cleanly(interruptible_children):
     process = local_command()
     try:
         lines = []
