@@ -294,3 +294,11 @@ def test_what_needed_says_for_every_kind_of_manifest():
     assert needed(ready, registry, Scope(force=True, variations=frozenset({"large", "medium"}))) == (
         frozenset({"large", "medium"}), frozenset(), "re-render: large, medium", False)
     assert not needed(ready, registry).work and needed(stale, registry).work
+
+
+@pytest.mark.parametrize("seconds, said", [(0.0, "under 1 s"), (0.4, "under 1 s"), (1.4, "about 1 s"),
+                                           (89, "about 89 s"), (90, "about 2 min"), (7200, "about 120 min")])
+def test_the_dry_run_says_how_long_in_words_a_person_reads(seconds, said):
+    from pipeline.backfill.dry_run import duration
+
+    assert duration(seconds) == said

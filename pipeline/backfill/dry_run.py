@@ -110,6 +110,13 @@ def _n(value) -> str:
     return f"{value:,}"
 
 
+def duration(seconds: float) -> str:
+    """An estimate's time as a person reads it; a few images take "under 1 s", not "about 0 s"."""
+    if seconds < 1:
+        return "under 1 s"
+    return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:,.0f} min"
+
+
 def describe(result: dict, estimates, jobs: int, concurrency: int) -> list[str]:
     counts = result["counts"]
     read = f"{result['manifests_read']:,} of {result['originals']:,} manifests read"
@@ -143,9 +150,9 @@ def describe(result: dict, estimates, jobs: int, concurrency: int) -> list[str]:
     lines.append("")
     lines.append("estimated cost (pipeline/backfill/pricing.py: list prices, us-east-1):")
     for estimate in estimates:
-        took = f"{estimate.seconds:.0f} s" if estimate.seconds < 90 else f"{estimate.seconds / 60:,.0f} min"
-        when = (f"about {took} with {jobs} workers" if estimate.engine == "local"
-                else f"about {took} at {concurrency} concurrent functions")
+        took = duration(estimate.seconds)
+        when = (f"{took} with {jobs} workers" if estimate.engine == "local"
+                else f"{took} at {concurrency} concurrent functions")
         lines.append(f"  --engine {estimate.engine}: ${estimate.total:,.4f}, {when}")
         for line in estimate.lines:
             lines.append(f"    {line.what:<46}{line.quantity:>16}  ${line.dollars:,.4f}")
