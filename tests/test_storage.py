@@ -188,3 +188,27 @@ def test_folder_invalidation_asks_for_one_wildcard_per_folder_in_one_request():
     assert paths == ["/uploads/images/caf%C3%A9%20x/*", "/uploads/images/og.webp/*", "/uploads/images/og/*"]
     assert sent == [{"DistributionId": "E1", "InvalidationBatch": {
         "Paths": {"Quantity": 3, "Items": paths}, "CallerReference": "r2"}}]
+
+
+def test_local_directory_writes_beside_its_tree_even_when_the_system_temp_folder_is_unusable(tmp_path, monkeypatch):
+    """The temporary file is on the same file system as its key, so the rename is atomic, and a
+    read-only or missing system temp folder does not matter."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    target = LocalDirectory(tmp_path / "out").put(OutputObject("uploads/images/large/a.jpg", b"pixels", "image/jpeg", "", {}))
+    assert open(target, "rb").read() == b"pixels"
+
+
+def test_a_gone_version_is_looked_for_under_its_own_key_not_across_the_bucket(s3):
+    """Telling "gone" from a refused HEAD lists the versions of that key only: a bucket holds millions."""
+    store = S3Store(s3)
+    version = s3.put_object(Bucket="versioned", Key="o", Body=b"x")["VersionId"]
+    s3.put_object(Bucket="versioned", Key="o", Body=b"newer")
+    s3.delete_object(Bucket="versioned", Key="o", VersionId=version)
+    listed = []
+    s3.meta.events.register("provide-client-params.s3.ListObjectVersions",
+                            lambda params, **_: listed.append(dict(params)))
+    assert store.copy_version("versioned", "o", version, "bkt") is None
+    assert listed and all(params.get("Prefix") == "o" for params in listed)
+    assert s3.list_objects_v2(Bucket="bkt").get("KeyCount") == 0
