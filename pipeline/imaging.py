@@ -27,7 +27,7 @@ from fractions import Fraction
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from pipeline.types import Encoder, Geometry, PluginFailure, Variation
 
@@ -255,6 +255,8 @@ def open_source(data: bytes, *, max_pixels: int, max_bytes: int) -> Image.Image:
         try:
             # The explicit format list is the allow-list: no other decoder (EPS, PDF, ...) is reached.
             image = Image.open(io.BytesIO(data), formats=[image_format])
+        except UnidentifiedImageError:  # its message names the BytesIO's address: different in every process
+            raise RejectedImage(f"corrupt {image_format} file: its header cannot be read") from None
         except Exception as error:  # Pillow raises many types for a broken header
             raise RejectedImage(f"corrupt {image_format} file: {error}") from None
     width, height = image.size
@@ -396,7 +398,17 @@ def usable_cpus(environ: Mapping[str, str] = os.environ) -> int:
     function_mb = lambda_memory_mb(environ)
     if function_mb is not None:
         cpus = min(cpus, max(1, math.ceil(function_mb / LAMBDA_MB_PER_VCPU)))
-    return cpus
+    return max(1, cpus // _cpus_shared_by)
+
+
+_cpus_shared_by = 1  # processes rendering at once on this process's CPUs (the local backfill's workers)
+
+
+def share_cpus(processes: int) -> None:
+    """This process is one of `processes` that render at the same time on the same CPUs: each
+    render takes its share of them, instead of every process a thread per CPU."""
+    global _cpus_shared_by
+    _cpus_shared_by = max(1, processes)
 
 
 _pools: dict[int, Executor] = {}
@@ -659,6 +671,7 @@ def _big_step(pixels: Image.Image, wanted: tuple[int, int], box: tuple[float, fl
     bands = [pool.submit(pixels.resize, (end - start, wanted[1]), resample,
                          (box[0] + start * step, box[1], box[0] + end * step, box[3]))
              for start, end in zip(columns, columns[1:])]
+    wait(bands)  # should one fail, none is still running (and holding its memory) once this raises
     joined = Image.new(pixels.mode, wanted)
     for start, band in zip(columns, bands):
         joined.paste(band.result(), (start, 0))

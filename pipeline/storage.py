@@ -7,6 +7,7 @@ never making one, so that tests can run another event between any two of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from typing import NamedTuple
@@ -19,17 +20,24 @@ class LocalDirectory:
         self.root = os.fspath(root)
 
     def put(self, obj: OutputObject) -> str:
-        import tempfile
+        import uuid
 
         target = os.path.join(self.root, obj.key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         # Written beside the tree of keys (every key starts with uploads/), then renamed: a reader
-        # never sees half a file, and no temporary name can be another file's key.
+        # never sees half a file, and no temporary name can be another file's key. open() gives
+        # it the permissions of any new file (the umask's), which a web server serving it needs.
         scratch = os.path.join(self.root, ".partial")
         os.makedirs(scratch, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=scratch, delete=False) as file:
-            file.write(obj.body)
-        os.replace(file.name, target)
+        partial = os.path.join(scratch, uuid.uuid4().hex)
+        try:
+            with open(partial, "xb") as file:
+                file.write(obj.body)
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(partial)
+            raise
         return target
 
 

@@ -297,8 +297,25 @@ def test_what_needed_says_for_every_kind_of_manifest():
 
 
 @pytest.mark.parametrize("seconds, said", [(0.0, "under 1 s"), (0.4, "under 1 s"), (1.4, "about 1 s"),
-                                           (89, "about 89 s"), (90, "about 2 min"), (7200, "about 120 min")])
+                                           (2.5, "about 3 s"), (89, "about 89 s"), (90, "about 2 min"),
+                                           (150, "about 3 min"), (210, "about 4 min"), (5399, "about 90 min"),
+                                           (5400, "about 2 h"), (3600 * 1000, "about 1,000 h")])
 def test_the_dry_run_says_how_long_in_words_a_person_reads(seconds, said):
     from pipeline.backfill.dry_run import duration
 
     assert duration(seconds) == said
+
+
+def test_a_dry_run_that_could_time_no_render_says_what_it_assumed():
+    from pipeline.backfill import pricing
+    from pipeline.backfill.dry_run import describe
+
+    counts = {"work": 5, "up_to_date": 0, "everything": 0, "failed_earlier": 0}
+    result = {"counts": counts, "manifests_read": 5, "originals": 5, "uploads_bucket": "u", "processed_bucket": "p",
+              "planning_seconds": 0.1, "sampled": False, "render": {"large": 5}, "prune": {}, "kept_undefined": {},
+              "seconds_per_megapixel": None, "megapixels": 60.0, "original_bytes": 15_000_000, "calibrated_on": [],
+              "unreadable_manifests": [], "invalidation_paths": []}
+    estimate = pricing.local_estimate(5, 5, 10, 0, 60.0, 15_000_000, pricing.SECONDS_PER_MEGAPIXEL, 1, 0)
+    text = "\n".join(describe(result, [estimate], 1, 10))
+    assert "not measured here" in text and f"{pricing.SECONDS_PER_MEGAPIXEL * 1000:.0f} ms per megapixel assumed" in text
+    assert "--engine local: $" in text and "about 1 s with 1 workers" in text

@@ -88,6 +88,7 @@ def test_a_store_of_300_gets_one_new_variation_then_nothing_then_exactly_what_ch
     status, plan = backfill_json(*flags(), "--dry-run", env=with_plugin(plugin_path))
     assert status == 0 and plan["render"] == {"panorama": COUNT} and plan["counts"]["work"] == COUNT
     assert plan["estimates"]["batch"]["total"] > plan["estimates"]["local"]["total"] > 0
+    assert plan["estimates"]["local"]["seconds"] > 0 and len(plan["calibrated_on"]) == 3
     assert state(s3, PROCESSED) == start, "a dry run writes nothing"
 
     status, run = backfill_json(*flags(), "--jobs", "2", env=with_plugin(plugin_path))
@@ -119,6 +120,7 @@ def test_a_store_of_300_gets_one_new_variation_then_nothing_then_exactly_what_ch
     status, plan = backfill_json(*flags(), "--prune", "--dry-run", env=with_plugin(plugin_path, removed))
     status, pruned = backfill_json(*flags(), "--prune", "--jobs", "2", env=with_plugin(plugin_path, removed))
     assert status == 0 and pruned["pruned"] == plan["prune"] == {"panorama": COUNT}
+    assert plan["megapixels"] == 0 and plan["calibrated_on"] == [], "pruning renders nothing, so none is timed"
     gone = changed(third, state(s3, PROCESSED))
     assert set(gone) == {"panorama", "manifest"} and len(gone["panorama"]) == COUNT
     assert not [k for k in state(s3, PROCESSED) if k.startswith("uploads/images/panorama/")]

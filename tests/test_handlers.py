@@ -968,3 +968,23 @@ def test_a_corrupt_upload_delivered_again_is_not_rendered_again(stack):
     written = stack.s3.head_object(Bucket=PROCESSED, Key="uploads/images/manifest/broken.jpg.json")["ETag"]
     assert handlers.resize_handler(event, None)["results"] == [{"key": key, "outcome": "skipped", "reason": first["reason"]}]
     assert stack.s3.head_object(Bucket=PROCESSED, Key="uploads/images/manifest/broken.jpg.json")["ETag"] == written
+
+
+def test_files_put_before_a_plugin_rejects_the_upload_are_deleted(stack, monkeypatch):
+    """A new upload's files go out while it renders; a plugin's RejectedImage on a later variation
+    makes it a failed upload, whose manifest lists no file: the files already put must go too."""
+    from pipeline import imaging
+
+    real = imaging._encoded
+
+    def encoded(registry, encoder, image):
+        if image.size == (150, 150):  # square_small, the last one made
+            raise imaging.RejectedImage("the moderation plugin refuses this photo")
+        return real(registry, encoder, image)
+
+    monkeypatch.setattr(imaging, "_encoded", encoded)
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/r.jpg", Body=photo(1600, 1200))
+    deliver(stack)
+    manifest = stack.manifest("r.jpg")
+    assert manifest["status"] == "failed" and "moderation" in manifest["reason"]
+    assert [k for k in stack.keys(PROCESSED) if "/manifest/" not in k] == []

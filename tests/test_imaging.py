@@ -143,6 +143,13 @@ def test_what_is_not_an_accepted_image_is_refused_with_a_reason(registry, data, 
         render(data, registry)
 
 
+@pytest.mark.parametrize("data", [b"\xff\xd8\xff" + bytes(61), b"\x89PNG\r\n\x1a\n" + bytes(56)])
+def test_an_unreadable_header_gets_the_same_reason_in_every_process(registry, data):
+    """The reason goes into the failed manifest and the logs: no object address in it."""
+    with pytest.raises(RejectedImage, match=r"^corrupt (JPEG|PNG) file: its header cannot be read$"):
+        render(data, registry)
+
+
 def test_a_truncated_jpeg_gets_a_clear_reason(registry):
     data = samples.jpeg_bytes(samples.photo(1600, 1200))
     with pytest.raises(RejectedImage, match=r"^truncated JPEG data \(the image data has no end-of-image marker\); "
@@ -881,3 +888,39 @@ def test_variations_of_one_size_keep_their_own_encoder_settings_when_encoded_at_
         made = {v.variation.name: Image.open(io.BytesIO(v.files[0].data)) for v in render(data, registry, threads=4).variations}
         assert made["large"].size == made["medium"].size == (1000, 750)
         assert made["medium"].quantization == tables(40) and made["large"].quantization == tables(82)
+
+
+@pytest.mark.parametrize("processes, threads", [(1, 6), (2, 3), (4, 1), (12, 1)])
+def test_processes_rendering_at_once_share_the_cpus(monkeypatch, processes, threads):
+    """The local backfill's workers (one per CPU by default) each render on their share of the
+    CPUs, not on a thread per CPU each."""
+    from pipeline import imaging
+
+    monkeypatch.setattr(imaging.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.delenv(imaging.LAMBDA_MEMORY_VARIABLE, raising=False)
+    monkeypatch.setattr(imaging, "_cpus_shared_by", 1)
+    imaging.share_cpus(processes)
+    assert imaging.usable_cpus() == threads
+
+
+def test_a_failed_band_is_raised_only_once_every_band_has_ended(monkeypatch):
+    """The error leaves the render with no band still resizing (and holding memory) behind it."""
+    import threading
+    import time
+
+    from pipeline import imaging
+
+    ended, real_resize = [], Image.Image.resize
+
+    def resize(self, size, resample=None, box=None, reducing_gap=None):
+        if box and box[0] == 0:
+            raise MemoryError("first band")
+        time.sleep(0.2)
+        ended.append(threading.current_thread().name)
+        return real_resize(self, size, resample, box, reducing_gap)
+
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    source = Image.new("RGB", (4096, 100))
+    with pytest.raises(MemoryError, match="first band"):
+        imaging._big_step(source, (2048, 50), (0, 0, 4096, 100), None, imaging._render_threads(2), 2)
+    assert len(ended) == 1, "the other band had ended"

@@ -190,25 +190,46 @@ def test_folder_invalidation_asks_for_one_wildcard_per_folder_in_one_request():
         "Paths": {"Quantity": 3, "Items": paths}, "CallerReference": "r2"}}]
 
 
-def test_local_directory_writes_beside_its_tree_even_when_the_system_temp_folder_is_unusable(tmp_path, monkeypatch):
-    """The temporary file is on the same file system as its key, so the rename is atomic, and a
-    read-only or missing system temp folder does not matter."""
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
-    target = LocalDirectory(tmp_path / "out").put(OutputObject("uploads/images/large/a.jpg", b"pixels", "image/jpeg", "", {}))
+def test_local_directory_renames_each_file_into_place_from_beside_its_tree(tmp_path, monkeypatch):
+    """The file is written under the root, on the file system of its key, so the rename is atomic."""
+    renamed, real_replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda source, target: (renamed.append(source), real_replace(source, target))[1])
+    target = LocalDirectory(tmp_path).put(OutputObject("uploads/images/large/a.jpg", b"pixels", "image/jpeg", "", {}))
     assert open(target, "rb").read() == b"pixels"
+    assert [os.path.dirname(source) for source in renamed] == [str(tmp_path / ".partial")]
+
+
+def test_local_directory_files_get_the_permissions_of_any_new_file(tmp_path):
+    """A web server running as another user can serve `process --out`: not owner-only files."""
+    previous = os.umask(0o022)
+    try:
+        target = LocalDirectory(tmp_path).put(OutputObject("uploads/images/large/a.jpg", b"x", "image/jpeg", "", {}))
+    finally:
+        os.umask(previous)
+    assert os.stat(target).st_mode & 0o777 == 0o644
+
+
+def test_a_failed_local_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    def full(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError, match="No space left"):
+        LocalDirectory(tmp_path).put(OutputObject("uploads/images/large/a.jpg", b"x", "image/jpeg", "", {}))
+    assert os.listdir(tmp_path / ".partial") == []
 
 
 def test_a_gone_version_is_looked_for_under_its_own_key_not_across_the_bucket(s3):
     """Telling "gone" from a refused HEAD lists the versions of that key only: a bucket holds millions."""
     store = S3Store(s3)
-    version = s3.put_object(Bucket="versioned", Key="o", Body=b"x")["VersionId"]
-    s3.put_object(Bucket="versioned", Key="o", Body=b"newer")
-    s3.delete_object(Bucket="versioned", Key="o", VersionId=version)
+    key = "uploads/images/original/o.jpg"
+    version = s3.put_object(Bucket="versioned", Key=key, Body=b"x")["VersionId"]
+    s3.put_object(Bucket="versioned", Key=key, Body=b"newer")
+    s3.put_object(Bucket="versioned", Key="uploads/images/original/other.jpg", Body=b"y")
+    s3.delete_object(Bucket="versioned", Key=key, VersionId=version)
     listed = []
     s3.meta.events.register("provide-client-params.s3.ListObjectVersions",
                             lambda params, **_: listed.append(dict(params)))
-    assert store.copy_version("versioned", "o", version, "bkt") is None
-    assert listed and all(params.get("Prefix") == "o" for params in listed)
+    assert store.copy_version("versioned", key, version, "bkt") is None
+    assert listed and all(params.get("Prefix") == key for params in listed)
     assert s3.list_objects_v2(Bucket="bkt").get("KeyCount") == 0

@@ -9,6 +9,7 @@ that need work (downloaded, never written back).
 from __future__ import annotations
 
 import json
+import math
 import time
 
 from pipeline.backfill import pricing
@@ -30,6 +31,9 @@ def run(context) -> int:
     tally, work = plan_store(counting.store, listing, context.processed, registry, context.scope, sample=args.sample)
     planning_seconds = time.perf_counter() - started
     per_megapixel, calibrated_on = measure(counting.store, context.uploads, work[:CALIBRATION_ORIGINALS], registry)
+    # None when none of the first originals with work could be rendered here (gone, too big,
+    # rejected): the time is then the typical figure, and said to be, not zero.
+    timed_per_megapixel = per_megapixel or pricing.SECONDS_PER_MEGAPIXEL
     population = listing.count
     factor = population / tally.originals if tally.originals else 0.0
     stack = context.stack
@@ -42,10 +46,10 @@ def run(context) -> int:
     megapixels = tally.megapixels * factor
     estimates = [
         pricing.local_estimate(population, work_total, round(tally.puts * factor), round(tally.prunes * factor),
-                               megapixels, round(tally.original_bytes * factor), per_megapixel or 0.0, jobs,
+                               megapixels, round(tally.original_bytes * factor), timed_per_megapixel, jobs,
                                len(folders)),
         pricing.batch_estimate(population, work_total, work_total, round(tally.puts * factor),
-                               round(tally.prunes * factor), megapixels, per_megapixel or 0.0, memory, architecture,
+                               round(tally.prunes * factor), megapixels, timed_per_megapixel, memory, architecture,
                                concurrency, len(folders)),
     ]
     result = {
@@ -90,12 +94,16 @@ def measure(store, uploads_bucket: str, planned: list[Planned], registry) -> tup
     seconds = megapixels = 0.0
     used = []
     for item in planned:
+        if not item.need.render:  # only files to prune: the run renders nothing for it
+            continue
         original = store.get_original(uploads_bucket, item.listed.key, registry.config.max_bytes)
         if original is None or original.body is None:
             continue
         started = time.perf_counter()
         try:
-            rendering = render(original.body, registry, only=None if item.need.everything else set(item.need.render))
+            # One thread: the local engine runs one render per worker process, a function one per vCPU.
+            rendering = render(original.body, registry, only=None if item.need.everything else set(item.need.render),
+                               threads=1)
         except RejectedImage:
             continue
         seconds += time.perf_counter() - started
@@ -114,7 +122,9 @@ def duration(seconds: float) -> str:
     """An estimate's time as a person reads it; a few images take "under 1 s", not "about 0 s"."""
     if seconds < 1:
         return "under 1 s"
-    return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:,.0f} min"
+    amount, unit = ((seconds, "s") if seconds < 90 else (seconds / 60, "min") if seconds < 90 * 60
+                    else (seconds / 3600, "h"))
+    return f"about {math.floor(amount + 0.5):,} {unit}"  # halves up: 150 s and 210 s are 3 and 4 min
 
 
 def describe(result: dict, estimates, jobs: int, concurrency: int) -> list[str]:
@@ -144,6 +154,10 @@ def describe(result: dict, estimates, jobs: int, concurrency: int) -> list[str]:
         lines.append(f"  work: {result['megapixels']:,.0f} megapixels, {result['original_bytes'] / 1e6:,.1f} MB of "
                      f"originals; measured here: {per_mp * 1000:.1f} ms per megapixel "
                      f"({len(result['calibrated_on'])} originals, one core)")
+    elif result["megapixels"]:
+        lines.append(f"  work: {result['megapixels']:,.0f} megapixels, {result['original_bytes'] / 1e6:,.1f} MB of "
+                     f"originals; not measured here (none of the first {CALIBRATION_ORIGINALS} originals with "
+                     f"work could be rendered): {pricing.SECONDS_PER_MEGAPIXEL * 1000:.0f} ms per megapixel assumed")
     if result["unreadable_manifests"]:
         lines.append(f"  {len(result['unreadable_manifests'])} manifests could not be read; first: "
                      f"{result['unreadable_manifests'][0]['key']}: {result['unreadable_manifests'][0]['reason']}")

@@ -76,9 +76,12 @@ def make_worker(work: Work) -> tuple:
     return CountingStore(s3_client()), registry, work
 
 
-def init_worker(work: Work) -> None:
+def init_worker(work: Work, workers: int) -> None:
     global _worker
+    from pipeline import imaging
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+    imaging.share_cpus(workers)  # the workers render at once: each render on its share of the CPUs
     _worker = make_worker(work)
 
 
@@ -103,7 +106,7 @@ def run(work: Work, listing: Listing, summary: Summary, *, jobs: int,
     workers = None
     if jobs > 0:
         workers = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=init_worker, initargs=(work,))
+                                      initializer=init_worker, initargs=(work, jobs))
     working: set[Future] = set()
 
     def finish(futures) -> None:

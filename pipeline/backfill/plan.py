@@ -105,7 +105,7 @@ class Tally:
     render: Counter = field(default_factory=Counter)  # variation -> originals that render it
     prune: Counter = field(default_factory=Counter)
     undefined_kept: Counter = field(default_factory=Counter)  # listed, no longer defined, kept (no --prune)
-    megapixels: float = 0.0  # of the originals with work
+    megapixels: float = 0.0  # of the originals with variations to render
     original_bytes: int = 0  # of the originals with work: what is downloaded
     files: int = 0  # variation files to put (main files and alternates)
     prunes: int = 0  # originals whose pruned files go in one DeleteObjects
@@ -128,7 +128,8 @@ class Tally:
         self.render.update(need.render)
         self.prune.update(need.prune)
         self.prunes += bool(need.prune)
-        self.megapixels += planned.megapixels
+        if need.render:  # an original with only files to prune is not rendered
+            self.megapixels += planned.megapixels
         self.original_bytes += planned.listed.size
         self.files += sum(len(registry.renditions(registry.variations[name])) for name in need.render)
 
