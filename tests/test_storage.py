@@ -233,3 +233,27 @@ def test_a_gone_version_is_looked_for_under_its_own_key_not_across_the_bucket(s3
     assert store.copy_version("versioned", key, version, "bkt") is None
     assert listed and all(params.get("Prefix") == key for params in listed)
     assert s3.list_objects_v2(Bucket="bkt").get("KeyCount") == 0
+
+
+def test_a_versioned_backup_bucket_knows_every_upload_version_it_holds(s3):
+    """The backup bucket keeps every copy (it is versioned, nothing deletes from it): each copy's
+    own version is asked for its source, so an older upload version is not copied again."""
+    store = S3Store(s3)
+    s3.create_bucket(Bucket="backup", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    s3.put_bucket_versioning(Bucket="backup", VersioningConfiguration={"Status": "Enabled"})
+    first = s3.put_object(Bucket="versioned", Key="o.jpg", Body=b"first")["VersionId"]
+    second = s3.put_object(Bucket="versioned", Key="o.jpg", Body=b"second")["VersionId"]
+    s3.put_object(Bucket="versioned", Key="o.jpg.extra", Body=b"a longer key under the same prefix")
+    for version in (first, second):
+        store.copy_version("versioned", "o.jpg", version, "backup")
+    store.copy_version("versioned", "o.jpg.extra", None, "backup")
+    assert store.backed_up_versions("backup", "o.jpg") == {first, second}
+
+
+def test_a_bucket_without_versions_has_its_current_object_copied(s3):
+    """Tests and the local stack run unversioned buckets: the copy is of the one object there is."""
+    store = S3Store(s3)
+    s3.put_object(Bucket="bkt", Key="plain.jpg", Body=b"only")
+    head = store.copy_version("bkt", "plain.jpg", None, "versioned")
+    copy = s3.get_object(Bucket="versioned", Key="plain.jpg")
+    assert head is not None and copy["Body"].read() == b"only" and copy["Metadata"]["source-version-id"] == "null"
