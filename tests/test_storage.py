@@ -110,13 +110,14 @@ def test_delete_removes_in_batches_of_a_thousand_and_reports_errors(s3, monkeypa
 
 def test_copy_version_copies_that_version_with_its_headers_and_records_it(s3):
     store = S3Store(s3)
-    old = s3.put_object(Bucket="versioned", Key="o", Body=b"old", ContentType="image/png", CacheControl="no-store",
-                        Metadata={"who": "me"})["VersionId"]
+    headers = {"ContentType": "image/png", "CacheControl": "no-store", "ContentDisposition": 'inline; filename="o.png"',
+               "ContentEncoding": "identity", "ContentLanguage": "fr"}
+    old = s3.put_object(Bucket="versioned", Key="o", Body=b"old", Metadata={"who": "me"}, **headers)["VersionId"]
     s3.put_object(Bucket="versioned", Key="o", Body=b"new")
     head = store.copy_version("versioned", "o", old, "bkt")
     assert head["VersionId"] == old
     copy = s3.get_object(Bucket="bkt", Key="o")
-    assert copy["Body"].read() == b"old" and copy["ContentType"] == "image/png" and copy["CacheControl"] == "no-store"
+    assert copy["Body"].read() == b"old" and {h: copy.get(h) for h in headers} == headers, "restored as uploaded"
     assert copy["Metadata"] == {"who": "me", "source-version-id": old,
                                 "source-etag": s3.head_object(Bucket="versioned", Key="o", VersionId=old)["ETag"].strip('"')}
     assert store.backed_up_versions("bkt", "o") == {old}
