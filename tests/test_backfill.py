@@ -318,4 +318,17 @@ def test_a_dry_run_that_could_time_no_render_says_what_it_assumed():
     estimate = pricing.local_estimate(5, 5, 10, 0, 60.0, 15_000_000, pricing.SECONDS_PER_MEGAPIXEL, 1, 0)
     text = "\n".join(describe(result, [estimate], 1, 10))
     assert "not measured here" in text and f"{pricing.SECONDS_PER_MEGAPIXEL * 1000:.0f} ms per megapixel assumed" in text
-    assert "--engine local: $" in text and "about 1 s with 1 workers" in text
+    assert "--engine local: $" in text and "about 3 s with 1 workers" in text  # 1.2 s of rendering, S3, start-up
+
+
+def test_the_estimates_charge_for_what_the_run_would_do():
+    from pipeline.backfill import pricing
+
+    nothing = pricing.batch_estimate(300, 0, 0, 0, 0, 0.0, 0.02, 1769, "arm64", 10, 0)
+    assert nothing.total == pricing.s3_lines(300, 0, 0, 0)[0].dollars + pricing.s3_lines(300, 0, 0, 0)[1].dollars, \
+        "no job is created when nothing is to do"
+    some = pricing.batch_estimate(300, 3, 3, 6, 0, 36.0, 0.02, 1769, "arm64", 10, 1)
+    assert ("Batch Operations job", "1", pricing.PRICES["batch_job"]) in some.lines
+    idle = pricing.local_estimate(300, 0, 0, 0, 0.0, 0, 0.02, 4, 0)
+    busy = pricing.local_estimate(300, 8, 16, 0, 96.0, 24_000_000, 0.02, 4, 0)
+    assert idle.seconds == 0 and busy.seconds == pytest.approx(pricing.WORKER_START_SECONDS + (96 * 0.02 + 8 * 0.15) / 4)

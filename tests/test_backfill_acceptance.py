@@ -89,6 +89,10 @@ def test_a_store_of_300_gets_one_new_variation_then_nothing_then_exactly_what_ch
     assert status == 0 and plan["render"] == {"panorama": COUNT} and plan["counts"]["work"] == COUNT
     assert plan["estimates"]["batch"]["total"] > plan["estimates"]["local"]["total"] > 0
     assert plan["estimates"]["local"]["seconds"] > 0 and len(plan["calibrated_on"]) == 3
+    assert plan["invalidation_paths"] == [], "no distribution named: the run invalidates nothing, nor is it charged"
+    status, named = backfill_json(*flags(), "--dry-run", "--distribution-id", "E2EXAMPLE", env=with_plugin(plugin_path))
+    assert status == 0 and named["invalidation_paths"] == ["/uploads/images/manifest/*", "/uploads/images/panorama/*"]
+    assert named["estimates"]["local"]["total"] > plan["estimates"]["local"]["total"]
     assert state(s3, PROCESSED) == start, "a dry run writes nothing"
 
     status, run = backfill_json(*flags(), "--jobs", "2", env=with_plugin(plugin_path))

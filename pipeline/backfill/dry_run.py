@@ -41,7 +41,8 @@ def run(context) -> int:
     memory = int(stack.get("backfillMemoryMb") or pricing.LAMBDA_MEMORY_MB)
     concurrency = int(stack.get("backfillConcurrency") or 10)
     architecture = stack.get("architecture") or "arm64"
-    folders = invalidation_prefixes(set(tally.render), set(tally.prune), registry)
+    # As the run: invalidated only on a distribution named by --distribution-id or --stack.
+    folders = invalidation_prefixes(set(tally.render), set(tally.prune), registry) if context.distribution else []
     work_total = round(tally.work * factor)
     megapixels = tally.megapixels * factor
     estimates = [
@@ -172,5 +173,7 @@ def describe(result: dict, estimates, jobs: int, concurrency: int) -> list[str]:
             lines.append(f"    {line.what:<46}{line.quantity:>16}  ${line.dollars:,.4f}")
     if result["invalidation_paths"]:
         lines.append("  CDN invalidation after the run: " + " ".join(result["invalidation_paths"]))
+    elif result["render"] or result["prune"]:
+        lines.append("  no CDN distribution named (--distribution-id or --stack): nothing would be invalidated")
     lines.append("nothing was written")
     return lines
