@@ -33,13 +33,14 @@ demo: $(STAMP)
 	$(BIN)/image-pipeline local --upload $(DEMO)/photos/* $(ARGS)
 
 # Whole processes against peers, the warm path (warm.py), the Lambda artifact's cold start when
-# python3.12 (Lambda's runtime) runs here (a pyenv shim of another version fails -V), the backfill.
+# python3.12 (Lambda's runtime) is here (found as the artifact build finds it), the backfill.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/bench.txt
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/warm.py
-	if python3.12 -V >/dev/null 2>&1; then $(BIN)/python benchmarks/cold_start.py; \
-	else echo "(cold_start.py skipped: it needs python3.12 on PATH, e.g. PATH=<its folder>:\$$PATH make bench)"; fi
+	if $(BIN)/python -c "import sys; from infra.artifact import find_interpreter; sys.exit(not find_interpreter('3.12'))"; \
+	then $(BIN)/python benchmarks/cold_start.py; \
+	else echo "(cold_start.py skipped: it needs python3.12, on PATH or one of pyenv's versions)"; fi
 	$(BIN)/python benchmarks/backfill.py
 
 # The same benchmark with our process on Pillow-SIMD instead of Pillow. It is built from source

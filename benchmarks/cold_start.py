@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     python = artifact.find_interpreter("3.12")
     if python is None:
-        raise SystemExit("needs python3.12 on PATH (Lambda's runtime) to build and run the artifact")
+        raise SystemExit("needs python3.12 (Lambda's runtime: on PATH, or one of pyenv's versions) to build and run the artifact")
     built = artifact.build("x86_64", "3.12", compiler=python)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

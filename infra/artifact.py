@@ -17,6 +17,7 @@ start compiles each module it imports (about 120 ms, benchmarks/cold_start.py).
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import os
 import re
@@ -59,7 +60,7 @@ class Artifact:
         if self.compiler:
             lines.append(f"  bytecode compiled by {self.compiler}")
         else:
-            lines.append(f"  no bytecode: no python{self.python_version} here (this interpreter or on PATH), "
+            lines.append(f"  no bytecode: no python{self.python_version} here (this interpreter, PATH, pyenv's versions), "
                          f"so each cold start compiles what it imports")
         total_unzipped = 0
         for label, path in (("code", self.code_zip), ("layer", self.layer_zip)):
@@ -101,9 +102,14 @@ def build(architecture: str = "arm64", python_version: str = "3.12", *, cache: P
     return artifact
 
 
-def find_interpreter(python_version: str, elsewhere: tuple[str, ...] = ()) -> str | None:
-    """An interpreter of the Lambda's Python version: this one, pythonX.Y on PATH, or `elsewhere`."""
-    for candidate in filter(None, (sys.executable, shutil.which(f"python{python_version}"), *elsewhere)):
+def find_interpreter(python_version: str) -> str | None:
+    """An interpreter of the Lambda's Python version: this one, pythonX.Y on PATH, one of pyenv's
+    versions (its shim on PATH fails for a version not selected), or the system's."""
+    pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{python_version}*/bin/python{python_version}")))
+    system = [f"/usr/bin/python{python_version}", f"/usr/local/bin/python{python_version}"]
+    for candidate in filter(None, (sys.executable, shutil.which(f"python{python_version}"), *pyenv, *system)):
+        if not os.path.exists(candidate):
+            continue
         probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                capture_output=True, text=True)
         if probe.returncode == 0 and probe.stdout.strip() == python_version:
