@@ -10,7 +10,7 @@ the build, naming the package. Zips are deterministic (sorted, fixed timestamps)
 build is an unchanged deployment.
 
 Both zips carry bytecode for the target Python when an interpreter of that version is here (this
-one or pythonX.Y on PATH): Lambda's /var/task and /opt are read-only, so without it every cold
+one, pythonX.Y on PATH, or one of pyenv's versions; see find_interpreter): Lambda's /var/task and /opt are read-only, so without it every cold
 start compiles each module it imports (about 120 ms, benchmarks/cold_start.py).
 """
 
