@@ -10,8 +10,9 @@ the build, naming the package. Zips are deterministic (sorted, fixed timestamps)
 build is an unchanged deployment.
 
 Both zips carry bytecode for the target Python when an interpreter of that version is here (this
-one, pythonX.Y on PATH, or one of pyenv's versions; see find_interpreter): Lambda's /var/task and /opt are read-only, so without it every cold
-start compiles each module it imports (about 120 ms, benchmarks/cold_start.py).
+one, pythonX.Y on PATH, or one of pyenv's versions; see find_interpreter): Lambda's /var/task
+and /opt are read-only, so without it every cold start compiles each module it imports (about
+120 ms, benchmarks/cold_start.py).
 """
 
 from __future__ import annotations
