@@ -106,13 +106,20 @@ def build(architecture: str = "arm64", python_version: str = "3.12", *, cache: P
 def find_interpreter(python_version: str) -> str | None:
     """An interpreter of the Lambda's Python version: this one, pythonX.Y on PATH, one of pyenv's
     versions (its shim on PATH fails for a version not selected), or the system's."""
-    pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{python_version}*/bin/python{python_version}")))
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    releases = [path for path in glob.glob(os.path.join(root, "versions", f"{python_version}.*"))
+                if re.fullmatch(re.escape(python_version) + r"\.\d+", os.path.basename(path))]  # no alphas
+    newest_first = sorted(releases, key=lambda path: int(path.rsplit(".", 1)[1]), reverse=True)
+    pyenv = [os.path.join(path, "bin", f"python{python_version}") for path in newest_first]
     system = [f"/usr/bin/python{python_version}", f"/usr/local/bin/python{python_version}"]
     for candidate in filter(None, (sys.executable, shutil.which(f"python{python_version}"), *pyenv, *system)):
         if not os.path.exists(candidate):
             continue
-        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                               capture_output=True, text=True)
+        try:
+            probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                   capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            continue
         if probe.returncode == 0 and probe.stdout.strip() == python_version:
             return candidate
     return None

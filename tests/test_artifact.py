@@ -205,3 +205,16 @@ def test_the_layer_cache_key_covers_every_local_file_the_requirements_name(proje
     artifact.REQUIREMENTS.write_text("./wheels/missing-1.0-py3-none-any.whl\n")
     with pytest.raises(artifact.BuildError, match="missing-1.0-py3-none-any.whl, which does not exist"):
         key()
+
+
+def test_the_build_takes_pyenvs_newest_release_of_the_version_not_a_pre_release(tmp_path, monkeypatch):
+    """pyenv's shim on PATH fails for a version not selected; its folders are looked in instead."""
+    real = find_python("3.12")
+    for version in ("3.12.0a7", "3.12.4", "3.12.10", "3.1.5"):
+        (tmp_path / "versions" / version / "bin").mkdir(parents=True)
+        (tmp_path / "versions" / version / "bin" / "python3.12").symlink_to(real)
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    monkeypatch.setattr(artifact.sys, "executable", "")
+    monkeypatch.setattr(artifact.os.path, "exists", lambda path: str(path).startswith(str(tmp_path)))
+    assert artifact.find_interpreter("3.12") == str(tmp_path / "versions" / "3.12.10" / "bin" / "python3.12")

@@ -296,7 +296,7 @@ def test_what_needed_says_for_every_kind_of_manifest():
     assert not needed(ready, registry).work and needed(stale, registry).work
 
 
-@pytest.mark.parametrize("seconds, said", [(0.0, "under 1 s"), (0.4, "under 1 s"), (1.4, "about 1 s"),
+@pytest.mark.parametrize("seconds, said", [(0.0, "under 1 s"), (0.4, "under 1 s"), (0.7, "under 1 s"), (1.4, "about 1 s"),
                                            (2.5, "about 3 s"), (89, "about 89 s"), (90, "about 2 min"),
                                            (150, "about 3 min"), (210, "about 4 min"), (5399, "about 90 min"),
                                            (5400, "about 2 h"), (3600 * 1000, "about 1,000 h")])
@@ -314,8 +314,9 @@ def test_a_dry_run_that_could_time_no_render_says_what_it_assumed():
     result = {"counts": counts, "manifests_read": 5, "originals": 5, "uploads_bucket": "u", "processed_bucket": "p",
               "planning_seconds": 0.1, "sampled": False, "render": {"large": 5}, "prune": {}, "kept_undefined": {},
               "seconds_per_megapixel": None, "megapixels": 60.0, "original_bytes": 15_000_000, "calibrated_on": [],
-              "unreadable_manifests": [], "invalidation_paths": []}
-    estimate = pricing.local_estimate(5, 5, 10, 0, 60.0, 15_000_000, pricing.SECONDS_PER_MEGAPIXEL, 1, 0)
+              "unreadable_manifests": [], "invalidation_paths": [],
+              "assumed_seconds_per_megapixel": pricing.SECONDS_PER_MEGAPIXEL}
+    estimate = pricing.local_estimate(5, 5, 10, 0, 60.0, 15_000_000, pricing.SECONDS_PER_MEGAPIXEL, 1, 2, 0)
     text = "\n".join(describe(result, [estimate], 1, 10))
     assert "not measured here" in text and f"{pricing.SECONDS_PER_MEGAPIXEL * 1000:.0f} ms per megapixel assumed" in text
     assert "--engine local: $" in text and "about 3 s with 1 workers" in text  # 1.2 s of rendering, S3, start-up
@@ -329,6 +330,58 @@ def test_the_estimates_charge_for_what_the_run_would_do():
         "no job is created when nothing is to do"
     some = pricing.batch_estimate(300, 3, 3, 6, 0, 36.0, 0.02, 1769, "arm64", 10, 1)
     assert ("Batch Operations job", "1", pricing.PRICES["batch_job"]) in some.lines
-    idle = pricing.local_estimate(300, 0, 0, 0, 0.0, 0, 0.02, 4, 0)
-    busy = pricing.local_estimate(300, 8, 16, 0, 96.0, 24_000_000, 0.02, 4, 0)
+    idle = pricing.local_estimate(300, 0, 0, 0, 0.0, 0, 0.02, 4, 4, 0)
+    busy = pricing.local_estimate(300, 8, 16, 0, 96.0, 24_000_000, 0.02, 4, 4, 0)
     assert idle.seconds == 0 and busy.seconds == pytest.approx(pricing.WORKER_START_SECONDS + (96 * 0.02 + 8 * 0.15) / 4)
+    # Eight workers on two cores render no faster than two; with none, this process renders on both.
+    crowded = pricing.local_estimate(300, 8, 16, 0, 96.0, 24_000_000, 0.02, 8, 2, 0)
+    assert crowded.seconds == pytest.approx(pricing.WORKER_START_SECONDS + 96 * 0.02 / 2 + 8 * 0.15 / 8)
+    inline = pricing.local_estimate(300, 8, 16, 0, 96.0, 24_000_000, 0.02, 0, 2, 0)
+    assert inline.seconds == pytest.approx(96 * 0.02 / 2 + 8 * 0.15), "no worker starts"
+
+
+def test_the_dry_run_times_one_thread_on_originals_to_render_and_says_what_it_could_not(stack, monkeypatch, capsys):
+    """Wired end to end in this process: prune-only originals are not timed, each render timed is
+    on one thread (the figure is one core's), and what could not be timed is assumed, not zero."""
+    import argparse
+
+    from pipeline import imaging
+    from pipeline.backfill import dry_run, pricing
+    from pipeline.backfill.command import Context
+
+    registry = load_registry()
+    good = upload(stack, "good.jpg", tiny_jpeg(1, (400, 300)))
+    broken = "uploads/images/original/broken.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=broken, Body=b"\xff\xd8\xff" + bytes(200))  # no manifest: work
+    stack.s3.delete_object(Bucket=PROCESSED, Key="uploads/images/manifest/good.jpg.json")
+    threads, real_render = [], imaging.render
+    monkeypatch.setattr(imaging, "render", lambda *a, **k: threads.append(k.get("threads")) or real_render(*a, **k))
+    args = argparse.Namespace(prefix="", limit=None, sample=None, jobs=0, json=True, distribution_id=None)
+    context = Context(args, {}, UPLOADS, PROCESSED, registry, registry.config, Scope(prune=False))
+    assert dry_run.run(context) == 0
+    timed = json.loads(capsys.readouterr().out)
+    assert timed["calibrated_on"] == [good] and threads == [1, 1], "both tried on one thread; the broken one refused"
+    assert timed["estimates"]["local"]["seconds"] > 0 and timed["assumed_seconds_per_megapixel"] is None
+
+    stack.s3.delete_object(Bucket=UPLOADS, Key=good)
+    threads.clear()
+    args.json = False
+    assert dry_run.run(context) == 0
+    text = capsys.readouterr().out
+    assert threads == [1], "the broken original was tried again, and refused"
+    assert f"{pricing.SECONDS_PER_MEGAPIXEL * 1000:.0f} ms per megapixel assumed" in text
+    assert "in this process" in text and "nothing would be invalidated" in text
+
+
+def test_the_local_engines_workers_each_render_on_their_share_of_the_cpus(stack, monkeypatch):
+    """Each worker process is set up to render on its share of the cores, not a thread per core each."""
+    from pipeline import imaging
+    from pipeline.backfill import local
+
+    monkeypatch.setattr(local.signal, "signal", lambda *a: None)  # the test process keeps its Ctrl-C
+    monkeypatch.setattr(local, "_worker", None)
+    monkeypatch.setattr(imaging, "_cpus_shared_by", 1)
+    monkeypatch.setattr(imaging.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.delenv(imaging.LAMBDA_MEMORY_VARIABLE, raising=False)
+    local.init_worker(local.Work(UPLOADS, PROCESSED, "{}", Scope(prune=False)), 2)
+    assert imaging.usable_cpus() == 3 and local._worker is not None

@@ -210,12 +210,13 @@ def test_local_directory_files_get_the_permissions_of_any_new_file(tmp_path):
     assert os.stat(target).st_mode & 0o777 == 0o644
 
 
-def test_a_failed_local_write_leaves_no_partial_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt("Ctrl-C")])
+def test_a_failed_or_interrupted_local_write_leaves_no_partial_file(tmp_path, monkeypatch, error):
     def full(source, target):
-        raise OSError(28, "No space left on device")
+        raise error
 
     monkeypatch.setattr(os, "replace", full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(type(error)):
         LocalDirectory(tmp_path).put(OutputObject("uploads/images/large/a.jpg", b"x", "image/jpeg", "", {}))
     assert os.listdir(tmp_path / ".partial") == []
 

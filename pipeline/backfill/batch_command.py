@@ -57,8 +57,10 @@ def run(context: Context, *, s3control=None, s3=None, ask=input, sleep=time.slee
             int(stack.get(STACK_OUTPUTS["memory"]) or pricing.LAMBDA_MEMORY_MB),
             stack.get(STACK_OUTPUTS["architecture"]) or "arm64",
             int(stack.get(STACK_OUTPUTS["concurrency"]) or 10), 0)
-        print(f"job {job_id}: {tasks:,} tasks; estimated ${estimate.total:,.2f} at most (every task rendering one "
-              f"variation of {megapixels_per_task:.0f} MP; --dry-run measures it): "
+        renders = (f"tasks rendering one variation of {megapixels_per_task:.0f} MP on average" if megapixels_per_task
+                   else "no task renders, they only prune")
+        print(f"job {job_id}: {tasks:,} tasks; estimated ${estimate.total:,.2f} at most ({renders}; "
+              f"--dry-run measures it): "
               + ", ".join(f"{line.what} ${line.dollars:,.4f}" for line in estimate.lines if line.dollars),
               file=sys.stderr)
         if not args.yes:

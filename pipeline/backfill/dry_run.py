@@ -30,14 +30,16 @@ def run(context) -> int:
     started = time.perf_counter()
     tally, work = plan_store(counting.store, listing, context.processed, registry, context.scope, sample=args.sample)
     planning_seconds = time.perf_counter() - started
-    per_megapixel, calibrated_on = measure(counting.store, context.uploads, work[:CALIBRATION_ORIGINALS], registry)
-    # None when none of the first originals with work could be rendered here (gone, too big,
+    rendering = [planned for planned in work if planned.need.render]  # not those with only files to prune
+    per_megapixel, calibrated_on = measure(counting.store, context.uploads, rendering[:CALIBRATION_ORIGINALS], registry)
+    # None when none of the first originals to render could be rendered here (gone, too big,
     # rejected): the time is then the typical figure, and said to be, not zero.
     timed_per_megapixel = per_megapixel or pricing.SECONDS_PER_MEGAPIXEL
     population = listing.count
     factor = population / tally.originals if tally.originals else 0.0
     stack = context.stack
-    jobs = local.default_jobs() if args.jobs is None else max(1, args.jobs)
+    cpus = local.default_jobs()
+    jobs = cpus if args.jobs is None else max(0, args.jobs)  # 0: rendered in the command's own process
     memory = int(stack.get("backfillMemoryMb") or pricing.LAMBDA_MEMORY_MB)
     concurrency = int(stack.get("backfillConcurrency") or 10)
     architecture = stack.get("architecture") or "arm64"
@@ -47,7 +49,7 @@ def run(context) -> int:
     megapixels = tally.megapixels * factor
     estimates = [
         pricing.local_estimate(population, work_total, round(tally.puts * factor), round(tally.prunes * factor),
-                               megapixels, round(tally.original_bytes * factor), timed_per_megapixel, jobs,
+                               megapixels, round(tally.original_bytes * factor), timed_per_megapixel, jobs, cpus,
                                len(folders)),
         pricing.batch_estimate(population, work_total, work_total, round(tally.puts * factor),
                                round(tally.prunes * factor), megapixels, timed_per_megapixel, memory, architecture,
@@ -63,6 +65,7 @@ def run(context) -> int:
         "kept_undefined": {name: interval(n, tally.originals, population) for name, n in sorted(tally.undefined_kept.items())},
         "megapixels": round(megapixels, 1), "original_bytes": round(tally.original_bytes * factor),
         "seconds_per_megapixel": per_megapixel, "calibrated_on": calibrated_on,
+        "assumed_seconds_per_megapixel": None if per_megapixel else pricing.SECONDS_PER_MEGAPIXEL,
         "invalidation_paths": ["/" + f + "*" for f in folders],
         "estimates": {e.engine: {"lines": [line._asdict() for line in e.lines], "total": round(e.total, 6),
                                  "seconds": round(e.seconds, 1)} for e in estimates},
@@ -155,10 +158,11 @@ def describe(result: dict, estimates, jobs: int, concurrency: int) -> list[str]:
         lines.append(f"  work: {result['megapixels']:,.0f} megapixels, {result['original_bytes'] / 1e6:,.1f} MB of "
                      f"originals; measured here: {per_mp * 1000:.1f} ms per megapixel "
                      f"({len(result['calibrated_on'])} originals, one core)")
-    elif result["megapixels"]:
+    elif result["render"]:
         lines.append(f"  work: {result['megapixels']:,.0f} megapixels, {result['original_bytes'] / 1e6:,.1f} MB of "
-                     f"originals; not measured here (none of the first {CALIBRATION_ORIGINALS} originals with "
-                     f"work could be rendered): {pricing.SECONDS_PER_MEGAPIXEL * 1000:.0f} ms per megapixel assumed")
+                     f"originals; not measured here (none of the first {CALIBRATION_ORIGINALS} originals to "
+                     f"render could be rendered): {result['assumed_seconds_per_megapixel'] * 1000:.0f} ms per "
+                     "megapixel assumed")
     if result["unreadable_manifests"]:
         lines.append(f"  {len(result['unreadable_manifests'])} manifests could not be read; first: "
                      f"{result['unreadable_manifests'][0]['key']}: {result['unreadable_manifests'][0]['reason']}")
@@ -166,8 +170,8 @@ def describe(result: dict, estimates, jobs: int, concurrency: int) -> list[str]:
     lines.append("estimated cost (pipeline/backfill/pricing.py: list prices, us-east-1):")
     for estimate in estimates:
         took = duration(estimate.seconds)
-        when = (f"{took} with {jobs} workers" if estimate.engine == "local"
-                else f"{took} at {concurrency} concurrent functions")
+        workers = f"with {jobs} workers" if jobs else "in this process"
+        when = f"{took} {workers}" if estimate.engine == "local" else f"{took} at {concurrency} concurrent functions"
         lines.append(f"  --engine {estimate.engine}: ${estimate.total:,.4f}, {when}")
         for line in estimate.lines:
             lines.append(f"    {line.what:<46}{line.quantity:>16}  ${line.dollars:,.4f}")

@@ -76,16 +76,20 @@ def s3_lines(originals: int, work: int, puts: int, deletes: int) -> list[Line]:
 
 
 def local_estimate(originals: int, work: int, puts: int, deletes: int, megapixels: float, original_bytes: int,
-                   seconds_per_megapixel: float, jobs: int, invalidations: int) -> Estimate:
+                   seconds_per_megapixel: float, jobs: int, cpus: int, invalidations: int) -> Estimate:
+    """`jobs` worker processes (0: the command's own process) on `cpus` cores; the time per
+    megapixel is one core's."""
     transfer = original_bytes / 1e9
     lines = s3_lines(originals, work, puts, deletes) + [
         Line("data transfer out (originals to this machine)", f"{transfer:,.2f} GB", transfer * PRICES["transfer_out_gb"]),
         Line("CloudFront invalidation paths", f"{invalidations}", invalidations * PRICES["invalidation_path"]),
     ]
-    # Each original with work also waits for its S3 requests, as the function's do (from outside
-    # AWS they take longer): the time is a floor, not a promise.
-    seconds = (megapixels * seconds_per_megapixel + work * LAMBDA_IO_SECONDS) / max(1, jobs)
-    return Estimate("local", lines, seconds + (WORKER_START_SECONDS if work and jobs else 0.0))
+    # Rendering goes no faster than the cores (with no workers, the command's own process renders
+    # on all of them); each original with work also waits for its S3 requests, as the function's
+    # do (from outside AWS they take longer), one at a time a worker: the time is a floor.
+    rendering = megapixels * seconds_per_megapixel / max(1, min(jobs or cpus, cpus))
+    waiting = work * LAMBDA_IO_SECONDS / max(1, jobs)
+    return Estimate("local", lines, rendering + waiting + (WORKER_START_SECONDS if work and jobs else 0.0))
 
 
 def batch_estimate(originals: int, tasks: int, work: int, puts: int, deletes: int, megapixels: float,
