@@ -249,7 +249,11 @@ def test_a_versioned_backup_bucket_knows_every_upload_version_it_holds(s3):
     for version in (first, second):
         store.copy_version("versioned", "o.jpg", version, "backup")
     store.copy_version("versioned", "o.jpg.extra", None, "backup")
+    listed = []
+    s3.meta.events.register("provide-client-params.s3.ListObjectVersions",
+                            lambda params, **_: listed.append(dict(params)))
     assert store.backed_up_versions("backup", "o.jpg") == {first, second}
+    assert listed and all(params.get("Prefix") == "o.jpg" for params in listed), "that key's versions, not the bucket's"
 
 
 def test_a_bucket_without_versions_has_its_current_object_copied(s3):
