@@ -103,3 +103,19 @@ def test_keys_are_injective(originals, variations):
                         keys.variation_key(name, path, "avif")]
     assert len(written) == len(set(written))
     assert all(keys.source_path(keys.original_key(p)) == p for p in originals)
+
+
+@pytest.mark.parametrize("key, trusted", [
+    ("uploads/images/large/a/b.jpg", True),
+    ("uploads/images/large.webp/a/b.jpg", True),
+    ("uploads/images/large/a/other.jpg", False),  # another original's file
+    ("uploads/images/original/a/b.jpg", False),  # the original itself
+    ("uploads/images/manifest/a/b.jpg", False),
+    ("backups/images/large/a/b.jpg", False),  # outside the pipeline's folders, same length of prefix
+    ("uploads/images/x/y/a/b.jpg", False),
+    ("uploads/images//a/b.jpg", False),
+])
+def test_a_stored_manifest_is_trusted_only_with_this_originals_variation_files(key, trusted):
+    """The keys a manifest lists are deleted when it is replaced: only this original's variation
+    files may be, never a key outside uploads/images/ that a tampered manifest names."""
+    assert keys.belongs_to(key, "a/b.jpg") is trusted
