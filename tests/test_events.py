@@ -61,14 +61,15 @@ def test_other_event_kinds_are_skipped():
     assert object_changes(wrap(record), BUCKET) == ([], [])
 
 
-@pytest.mark.parametrize("event", [
-    {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "not json"}}]},
-    {"Records": [{"EventSource": "aws:sns"}]},
-    wrap({"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": BUCKET}}}),
-    wrap({"s3": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}}),
+@pytest.mark.parametrize("event, missing", [
+    ({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "not json"}}]}, ""),
+    ({"Records": [{"EventSource": "aws:sns"}]}, ""),
+    (wrap({"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": BUCKET}}}), "S3 record without 'object'"),
+    (wrap({"s3": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}}), "S3 record without 'eventName'"),
 ])
-def test_a_record_without_an_s3_message_is_malformed(event):
-    with pytest.raises(MalformedEvent):
+def test_a_record_without_an_s3_message_is_malformed(event, missing):
+    """The error (logged, and the message dead-lettered) says which field the record lacks."""
+    with pytest.raises(MalformedEvent, match=missing):
         object_changes(event, BUCKET)
 
 
