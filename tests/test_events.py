@@ -62,8 +62,8 @@ def test_other_event_kinds_are_skipped():
 
 
 @pytest.mark.parametrize("event, missing", [
-    ({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "not json"}}]}, ""),
-    ({"Records": [{"EventSource": "aws:sns"}]}, ""),
+    ({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "not json"}}]}, "SNS record without a JSON S3 message"),
+    ({"Records": [{"EventSource": "aws:sns"}]}, r"SNS record without a JSON S3 message: KeyError\('Sns'\)"),
     (wrap({"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": BUCKET}}}), "S3 record without 'object'"),
     (wrap({"s3": {"bucket": {"name": BUCKET}, "object": {"key": "k"}}}), "S3 record without 'eventName'"),
 ])
