@@ -84,3 +84,11 @@ def test_sequencers_compare_as_s3_says(earlier, later):
     assert sequencer_order(earlier) < sequencer_order(later)
     assert sequencer_order("00FF") == sequencer_order("ff")
     assert sequencer_order(None) is None
+
+
+@pytest.mark.parametrize("etag, read", [("abc123", "abc123"), ('"abc123"', "abc123"), (None, None)])
+def test_a_created_records_etag_is_read_without_quotes_and_may_be_absent(etag, read):
+    obj = {"key": "uploads/images/original/a.jpg", "size": 3, **({"eTag": etag} if etag else {})}
+    record = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": BUCKET}, "object": obj}}
+    (change,), _ = object_changes(wrap(record), BUCKET)
+    assert change.kind == "created" and change.etag == read
