@@ -92,3 +92,13 @@ def test_a_created_records_etag_is_read_without_quotes_and_may_be_absent(etag, r
     record = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": BUCKET}, "object": obj}}
     (change,), _ = object_changes(wrap(record), BUCKET)
     assert change.kind == "created" and change.etag == read
+
+
+@pytest.mark.parametrize("event", [
+    {},  # a test invocation from the console
+    {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "[]"}}]},
+    {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": '"a plain text notice"'}}]},
+    {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": '{"Event": "s3:TestEvent", "Bucket": "b"}'}}]},
+])
+def test_an_event_with_no_s3_records_changes_nothing(event):
+    assert object_changes(event, BUCKET) == ([], [])
