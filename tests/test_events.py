@@ -102,3 +102,11 @@ def test_a_created_records_etag_is_read_without_quotes_and_may_be_absent(etag, r
 ])
 def test_an_event_with_no_s3_records_changes_nothing(event):
     assert object_changes(event, BUCKET) == ([], [])
+
+
+def test_a_record_that_changes_nothing_does_not_hide_the_records_after_it():
+    created = {"eventName": "ObjectCreated:Put",
+               "s3": {"bucket": {"name": BUCKET}, "object": {"key": "uploads/images/original/a.jpg"}}}
+    test_event = {"EventSource": "aws:sns", "Sns": {"Message": '{"Event": "s3:TestEvent"}'}}
+    event = {"Records": [test_event, *wrap(created)["Records"]]}
+    assert [change.key for change in object_changes(event, BUCKET).accepted] == ["uploads/images/original/a.jpg"]
