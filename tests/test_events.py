@@ -99,6 +99,7 @@ def test_a_created_records_etag_is_read_without_quotes_and_may_be_absent(etag, r
     {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "[]"}}]},
     {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": '"a plain text notice"'}}]},
     {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": '{"Event": "s3:TestEvent", "Bucket": "b"}'}}]},
+    {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": '{"Service": "Amazon S3"}'}}]},
 ])
 def test_an_event_with_no_s3_records_changes_nothing(event):
     assert object_changes(event, BUCKET) == ([], [])
@@ -107,6 +108,14 @@ def test_an_event_with_no_s3_records_changes_nothing(event):
 def test_a_record_that_changes_nothing_does_not_hide_the_records_after_it():
     created = {"eventName": "ObjectCreated:Put",
                "s3": {"bucket": {"name": BUCKET}, "object": {"key": "uploads/images/original/a.jpg"}}}
+    tagged = {**created, "eventName": "ObjectTagging:Put"}
     test_event = {"EventSource": "aws:sns", "Sns": {"Message": '{"Event": "s3:TestEvent"}'}}
-    event = {"Records": [test_event, *wrap(created)["Records"]]}
+    event = {"Records": [test_event, *wrap(tagged, created)["Records"]]}
     assert [change.key for change in object_changes(event, BUCKET).accepted] == ["uploads/images/original/a.jpg"]
+
+
+def test_a_key_whose_urls_would_resolve_to_another_originals_is_dropped_with_the_reason():
+    record = {"eventName": "ObjectCreated:Put",
+              "s3": {"bucket": {"name": BUCKET}, "object": {"key": "uploads/images/original/a/../b.jpg"}}}
+    assert object_changes(wrap(record), BUCKET).dropped == [(BUCKET, "uploads/images/original/a/../b.jpg",
+        "an empty, '.' or '..' path segment: its URLs would resolve to another original's")]
