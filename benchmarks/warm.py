@@ -7,9 +7,9 @@ bench.py times whole processes, one image each. Here each contender is a started
 interpreter start and imports drop out: 1. CPU per image against libvips' pyramid, 2. quality per
 variation, 3. wall time per image on one and two cores, 4. a cold process for comparison, 5. the
 resize handler against a moto server with injected S3 latency, 6. where our CPU goes, step by
-step, per image. Workers of different contenders
-or settings run alternately and figures are medians, so the noise of other work on this machine
-falls on all of them; every ratio printed is of figures measured in the same run.
+step, per image. Workers of different contenders or settings run alternately and figures are
+medians, so the noise of other work on this machine falls on all of them; every ratio printed is
+of figures measured in the same run.
 """
 
 from __future__ import annotations

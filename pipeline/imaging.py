@@ -23,8 +23,8 @@ import threading
 import time
 import warnings
 from collections import Counter
-from fractions import Fraction
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from fractions import Fraction
 from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
 from PIL import Image, ImageFile, UnidentifiedImageError

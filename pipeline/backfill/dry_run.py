@@ -92,14 +92,13 @@ def interval(count: int, sampled: int, population: int):
 
 
 def measure(store, uploads_bucket: str, planned: list[Planned], registry) -> tuple[float | None, list[str]]:
-    """Seconds per megapixel of rendering what these originals need, on one core of this machine."""
+    """Seconds per megapixel of rendering what these originals (each with variations to render)
+    need, on one core of this machine."""
     from pipeline.imaging import RejectedImage, render
 
     seconds = megapixels = 0.0
     used = []
     for item in planned:
-        if not item.need.render:  # only files to prune: the run renders nothing for it
-            continue
         original = store.get_original(uploads_bucket, item.listed.key, registry.config.max_bytes)
         if original is None or original.body is None:
             continue
@@ -154,15 +153,14 @@ def describe(result: dict, estimates, jobs: int, concurrency: int) -> list[str]:
     for name, value in result["kept_undefined"].items():
         lines.append(f"  keep {name:<15} {_n(value):>12}  (no longer defined; --prune deletes)")
     per_mp = result["seconds_per_megapixel"]
+    work = f"  work: {result['megapixels']:,.0f} megapixels, {result['original_bytes'] / 1e6:,.1f} MB of originals; "
     if per_mp:
-        lines.append(f"  work: {result['megapixels']:,.0f} megapixels, {result['original_bytes'] / 1e6:,.1f} MB of "
-                     f"originals; measured here: {per_mp * 1000:.1f} ms per megapixel "
+        lines.append(f"{work}measured here: {per_mp * 1000:.1f} ms per megapixel "
                      f"({len(result['calibrated_on'])} originals, one core)")
     elif result["render"]:
-        lines.append(f"  work: {result['megapixels']:,.0f} megapixels, {result['original_bytes'] / 1e6:,.1f} MB of "
-                     f"originals; not measured here (none of the first {CALIBRATION_ORIGINALS} originals to "
-                     f"render could be rendered): {result['assumed_seconds_per_megapixel'] * 1000:.0f} ms per "
-                     "megapixel assumed")
+        lines.append(f"{work}not measured here (none of the first {CALIBRATION_ORIGINALS} originals to render "
+                     f"could be rendered): {result['assumed_seconds_per_megapixel'] * 1000:.0f} ms per megapixel "
+                     "assumed")
     if result["unreadable_manifests"]:
         lines.append(f"  {len(result['unreadable_manifests'])} manifests could not be read; first: "
                      f"{result['unreadable_manifests'][0]['key']}: {result['unreadable_manifests'][0]['reason']}")
