@@ -94,6 +94,26 @@ def test_a_failing_invocation_is_retried_twice_then_dead_lettered():
     assert letter.to_dict()["keys"] == ["uploads/images/original/x.jpg"]
 
 
+def test_an_upload_whose_resize_went_to_the_dead_letters_is_reported_without_waiting(tmp_path, capsys, monkeypatch):
+    from pipeline.local import command
+
+    def broken(event, context):
+        if event_keys(event):
+            raise RuntimeError("the disk is full")
+        return {"results": []}  # the s3:TestEvent that configuring the notification sends
+
+    # Without the dead letters looked at, this would wait out the whole timeout, then raise.
+    monkeypatch.setattr(command, "MANIFEST_TIMEOUT", 30.0)
+    photo = tmp_path / "a photo.jpg"
+    photo.write_bytes(samples.jpeg_bytes(samples.photo(90, 60, grain=0)))
+    with LocalStack(functions={"resize": broken, "backup": lambda event, context: {"results": []}},
+                    retry_delays=(0.05,)) as running:
+        status = command.upload_and_report(running, [str(photo)])
+    assert status == 1
+    assert (f"{photo}: dead letter: the resize function failed 2 times; the last error: RuntimeError: the disk is full"
+            in capsys.readouterr().err)
+
+
 def local_command(*arguments: str) -> subprocess.Popen:
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     return subprocess.Popen([sys.executable, "-m", "pipeline", "local", *arguments], cwd=ROOT, env=env,
@@ -115,6 +135,21 @@ def test_local_upload_once_prints_the_table_and_exits(tmp_path):
     assert all("/uploads/images/" in row and "?v=" in row for row in rows[:6])
     assert "(original)" in rows[6] and "900x600" in rows[6]
     assert "local stack stopped" in err
+
+
+def test_sigterm_stops_it_cleanly():
+    process = local_command()
+    try:
+        for line in process.stdout:
+            if line.startswith("Serving "):
+                break
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "local stack stopped" in err and "Traceback" not in err
 
 
 def test_ctrl_c_stops_everything_cleanly(interruptible_children):

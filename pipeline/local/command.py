@@ -51,12 +51,11 @@ def run(args, config) -> int:
         print("error: --concurrency must be at least 1", file=sys.stderr)
         return 2
     _show_log(verbose=args.verbose)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops it as Ctrl-C does, waiting or serving
     stack = LocalStack(ports=Ports(args.port, args.cdn_port, args.s3_port, args.functions_port),
                        concurrency=args.concurrency, retry_delays=delays, pipeline_config=config.to_json(),
                        function_log_level=logging.INFO if args.verbose else QUIET)
-    status = 0
+    status = 130  # until the table is printed, Ctrl-C or SIGTERM interrupts the command
     try:
         stack.start()
         print_stack(stack)
@@ -64,9 +63,9 @@ def run(args, config) -> int:
             status = upload_and_report(stack, args.upload)
             if args.once:
                 return status
+        status = 0  # serving: Ctrl-C is how it ends
         print(f"\nServing {stack.page_url} until Ctrl-C.", flush=True)
-        while not stop.wait(0.5):
-            pass
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     except (StackError, OSError) as error:
@@ -113,6 +112,7 @@ def upload_and_report(stack, files: list[str]) -> int:
 
     s3 = stack.client("s3")
     uploaded = []
+    letters_before = len(stack.runner.dead_letters)
     for file, path in source_paths(files).items():
         extension = path.rsplit(".", 1)[-1].lower() if "." in path else ""
         content_type = CONTENT_TYPE_OF_EXTENSION.get(extension, "application/octet-stream")
@@ -121,7 +121,8 @@ def upload_and_report(stack, files: list[str]) -> int:
                                      ContentType=content_type)
         uploaded.append((file, path, response.get("VersionId"), time.monotonic()))
     rows, status = [], 0
-    landed = wait_for_manifests(stack, {path: (version_id, put_at) for _, path, version_id, put_at in uploaded})
+    landed = wait_for_manifests(stack, {path: (version_id, put_at) for _, path, version_id, put_at in uploaded},
+                                letters_before)
     for file, path, version_id, put_at in uploaded:
         manifest, seconds = landed[path]
         if manifest["status"] != "ready":
@@ -140,14 +141,28 @@ def upload_and_report(stack, files: list[str]) -> int:
     return status
 
 
-def wait_for_manifests(stack, expected: dict[str, tuple[str | None, float]]) -> dict[str, tuple[dict, float]]:
+def wait_for_manifests(stack, expected: dict[str, tuple[str | None, float]],
+                       letters_before: int) -> dict[str, tuple[dict, float]]:
     """Each path's manifest once it is "ready" or "failed" for the version uploaded, and the seconds
-    from the upload's end (`expected`: path -> (version id, time.monotonic() after the put))."""
+    from the upload's end (`expected`: path -> (version id, time.monotonic() after the put)).
+
+    A path whose resize went to the dead letters (after the first `letters_before`) will have no
+    manifest: it gets {"status": "dead letter", "reason": the last error} at once instead.
+    """
+    from pipeline import keys
+    from pipeline.local.runner import event_keys
     from pipeline.local.topology import StackError
 
     s3, landed = stack.client("s3"), {}
+    path_of = {keys.original_key(path): path for path in expected}
     deadline = time.monotonic() + MANIFEST_TIMEOUT
     while len(landed) < len(expected):
+        for letter in stack.runner.dead_letters[letters_before:]:
+            for path in (path_of.get(key) for key in event_keys(letter.event) if letter.function == "resize"):
+                if path is not None and path not in landed:
+                    reason = f"the resize function failed {letter.attempts} times; the last error: {letter.error}"
+                    landed[path] = ({"status": "dead letter", "reason": reason},
+                                    time.monotonic() - expected[path][1])
         for path, (version_id, put_at) in expected.items():
             if path in landed:
                 continue
