@@ -96,22 +96,60 @@ def test_a_failing_invocation_is_retried_twice_then_dead_lettered():
 
 def test_an_upload_whose_resize_went_to_the_dead_letters_is_reported_without_waiting(tmp_path, capsys, monkeypatch):
     from pipeline.local import command
+    from pipeline.local.topology import _lambda_functions
 
-    def broken(event, context):
-        if event_keys(event):
+    handlers = _lambda_functions()
+    photo, broken = tmp_path / "a photo é.jpg", tmp_path / "broken+1.jpg"
+    photo.write_bytes(samples.jpeg_bytes(samples.photo(90, 60, grain=0)))
+    broken.write_bytes(samples.jpeg_bytes(samples.photo(60, 40, grain=0)))
+
+    def resize(event, context):
+        if any(key.endswith("broken+1.jpg") for key in event_keys(event)):
             raise RuntimeError("the disk is full")
-        return {"results": []}  # the s3:TestEvent that configuring the notification sends
+        return handlers["resize"](event, context)
+
+    def backup(event, context):  # its dead letters name the same keys, but no manifest waits on them
+        if event_keys(event):
+            raise RuntimeError("the backup bucket is gone")
+        return {"results": []}
 
     # Without the dead letters looked at, this would wait out the whole timeout, then raise.
     monkeypatch.setattr(command, "MANIFEST_TIMEOUT", 30.0)
-    photo = tmp_path / "a photo.jpg"
-    photo.write_bytes(samples.jpeg_bytes(samples.photo(90, 60, grain=0)))
-    with LocalStack(functions={"resize": broken, "backup": lambda event, context: {"results": []}},
-                    retry_delays=(0.05,)) as running:
-        status = command.upload_and_report(running, [str(photo)])
+    with LocalStack(functions={"resize": resize, "backup": backup}, retry_delays=(0.05,)) as running:
+        status = command.upload_and_report(running, [str(photo), str(broken)])
+    out, err = capsys.readouterr()
     assert status == 1
-    assert (f"{photo}: dead letter: the resize function failed 2 times; the last error: RuntimeError: the disk is full"
-            in capsys.readouterr().err)
+    assert (f"{broken}: dead letter: the resize function failed 2 times; the last error: RuntimeError: the disk is full"
+            in err)
+    assert str(photo) not in err and "a photo é.jpg" in out and "(original)" in out  # the other one's table
+
+
+def test_a_dead_letter_of_an_earlier_version_is_not_the_uploads(tmp_path, capsys, monkeypatch):
+    from pipeline.local import command
+    from pipeline.local.topology import _lambda_functions
+
+    handlers = _lambda_functions()
+    earlier = samples.jpeg_bytes(samples.photo(90, 60, grain=0))
+    photo = tmp_path / "x.jpg"
+    photo.write_bytes(samples.jpeg_bytes(samples.photo(120, 80, grain=0)))
+
+    def resize(event, context):
+        sizes = [record["s3"]["object"].get("size") for message in event["Records"]
+                 for record in json.loads(message["Sns"]["Message"]).get("Records", [])]
+        if len(earlier) in sizes:
+            raise RuntimeError("the earlier version fails")
+        time.sleep(1.0)  # the upload's own resize ends after the earlier version's retries
+        return handlers["resize"](event, context)
+
+    monkeypatch.setattr(command, "MANIFEST_TIMEOUT", 30.0)
+    with LocalStack(functions={"resize": resize, "backup": handlers["backup"]}, retry_delays=(0.3,)) as running:
+        running.client("s3").put_object(Bucket=running.buckets["uploads"], Key=keys.original_key("x.jpg"), Body=earlier)
+        status = command.upload_and_report(running, [str(photo)])
+        letters = list(running.runner.dead_letters)
+    out, err = capsys.readouterr()
+    assert [letter.function for letter in letters] == ["resize"]  # the earlier version's, during the wait
+    assert status == 0, err
+    assert "x.jpg" in out and "120x80" in out
 
 
 def local_command(*arguments: str) -> subprocess.Popen:
@@ -137,8 +175,37 @@ def test_local_upload_once_prints_the_table_and_exits(tmp_path):
     assert "local stack stopped" in err
 
 
-def test_sigterm_stops_it_cleanly():
-    process = local_command()
+def local_with_slow_resize(seconds: float, *arguments: str) -> subprocess.Popen:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "slow_resize_local.py"), str(seconds), *arguments],
+                            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_while_it_waits_for_the_table_stops_it_with_130_even_sent_twice(tmp_path):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(samples.jpeg_bytes(samples.photo(90, 60, grain=0)))
+    process = local_with_slow_resize(4, "--upload", str(photo), "--once")
+    try:
+        for line in process.stdout:
+            if line.startswith("resize started"):
+                break
+        process.send_signal(signal.SIGTERM)  # interrupts the wait; the stop then lets the resize finish
+        time.sleep(1)
+        process.send_signal(signal.SIGTERM)  # a supervisor's second one, or `kill` typed twice
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "local stack stopped" in err and "Traceback" not in err
+    assert "photo " not in out  # no table: it was interrupted
+
+
+def test_a_failed_upload_is_the_exit_code_after_serving(tmp_path):
+    bad = tmp_path / "not-an-image.jpg"
+    bad.write_bytes(b"this is not a JPEG")
+    process = local_command("--upload", str(bad))
     try:
         for line in process.stdout:
             if line.startswith("Serving "):
@@ -148,7 +215,8 @@ def test_sigterm_stops_it_cleanly():
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0, err
+    assert f"{bad}: failed: " in err
+    assert process.returncode == 1, err
     assert "local stack stopped" in err and "Traceback" not in err
 
 

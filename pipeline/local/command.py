@@ -63,7 +63,8 @@ def run(args, config) -> int:
             status = upload_and_report(stack, args.upload)
             if args.once:
                 return status
-        status = 0  # serving: Ctrl-C is how it ends
+        else:
+            status = 0  # serving: Ctrl-C is how it ends (an upload's failure stays the exit code)
         print(f"\nServing {stack.page_url} until Ctrl-C.", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -72,6 +73,7 @@ def run(args, config) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
         stack.stop()
         print("local stack stopped", file=sys.stderr, flush=True)
     return status
@@ -112,7 +114,6 @@ def upload_and_report(stack, files: list[str]) -> int:
 
     s3 = stack.client("s3")
     uploaded = []
-    letters_before = len(stack.runner.dead_letters)
     for file, path in source_paths(files).items():
         extension = path.rsplit(".", 1)[-1].lower() if "." in path else ""
         content_type = CONTENT_TYPE_OF_EXTENSION.get(extension, "application/octet-stream")
@@ -121,8 +122,7 @@ def upload_and_report(stack, files: list[str]) -> int:
                                      ContentType=content_type)
         uploaded.append((file, path, response.get("VersionId"), time.monotonic()))
     rows, status = [], 0
-    landed = wait_for_manifests(stack, {path: (version_id, put_at) for _, path, version_id, put_at in uploaded},
-                                letters_before)
+    landed = wait_for_manifests(stack, {path: (version_id, put_at) for _, path, version_id, put_at in uploaded})
     for file, path, version_id, put_at in uploaded:
         manifest, seconds = landed[path]
         if manifest["status"] != "ready":
@@ -141,25 +141,26 @@ def upload_and_report(stack, files: list[str]) -> int:
     return status
 
 
-def wait_for_manifests(stack, expected: dict[str, tuple[str | None, float]],
-                       letters_before: int) -> dict[str, tuple[dict, float]]:
+def wait_for_manifests(stack, expected: dict[str, tuple[str | None, float]]) -> dict[str, tuple[dict, float]]:
     """Each path's manifest once it is "ready" or "failed" for the version uploaded, and the seconds
     from the upload's end (`expected`: path -> (version id, time.monotonic() after the put)).
 
-    A path whose resize went to the dead letters (after the first `letters_before`) will have no
-    manifest: it gets {"status": "dead letter", "reason": the last error} at once instead.
+    A version whose resize went to the dead letters will have no manifest: its path gets
+    {"status": "dead letter", "reason": the last error} at once instead.
     """
     from pipeline import keys
-    from pipeline.local.runner import event_keys
+    from pipeline.local.runner import event_objects
     from pipeline.local.topology import StackError
 
     s3, landed = stack.client("s3"), {}
     path_of = {keys.original_key(path): path for path in expected}
-    deadline = time.monotonic() + MANIFEST_TIMEOUT
+    timeout = MANIFEST_TIMEOUT + sum(stack.runner.retry_delays)  # time for the retries that end in a dead letter
+    deadline = time.monotonic() + timeout
     while len(landed) < len(expected):
-        for letter in stack.runner.dead_letters[letters_before:]:
-            for path in (path_of.get(key) for key in event_keys(letter.event) if letter.function == "resize"):
-                if path is not None and path not in landed:
+        for letter in list(stack.runner.dead_letters):
+            for key, version_id in event_objects(letter.event) if letter.function == "resize" else ():
+                path = path_of.get(key)
+                if path is not None and path not in landed and version_id == expected[path][0]:
                     reason = f"the resize function failed {letter.attempts} times; the last error: {letter.error}"
                     landed[path] = ({"status": "dead letter", "reason": reason},
                                     time.monotonic() - expected[path][1])
@@ -172,7 +173,7 @@ def wait_for_manifests(stack, expected: dict[str, tuple[str | None, float]],
                 landed[path] = (manifest, time.monotonic() - put_at)
         if time.monotonic() > deadline:
             missing = ", ".join(sorted(set(expected) - set(landed)))
-            raise StackError(f"no manifest after {MANIFEST_TIMEOUT:g} s for {missing}")
+            raise StackError(f"no manifest after {timeout:g} s for {missing}")
         time.sleep(0.02)
     return landed
 

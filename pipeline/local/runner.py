@@ -91,6 +91,11 @@ def lambda_event(envelope: Mapping[str, Any], subscription_arn: str) -> dict:
 
 def event_keys(event: Mapping[str, Any]) -> list[str]:
     """The S3 keys an SNS event's messages name, decoded, for the log and the page."""
+    return [key for key, _ in event_objects(event)]
+
+
+def event_objects(event: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """The S3 objects an SNS event's messages name: (key, decoded; version id, None unversioned)."""
     found = []
     for record in event.get("Records", []):
         try:
@@ -98,9 +103,9 @@ def event_keys(event: Mapping[str, Any]) -> list[str]:
         except (KeyError, TypeError, ValueError):
             continue
         for s3_record in message.get("Records", []) if isinstance(message, dict) else []:
-            key = s3_record.get("s3", {}).get("object", {}).get("key")
-            if key:
-                found.append(unquote_plus(key))
+            obj = s3_record.get("s3", {}).get("object", {})
+            if obj.get("key"):
+                found.append((unquote_plus(obj["key"]), obj.get("versionId")))
     return found
 
 
