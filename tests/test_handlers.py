@@ -295,6 +295,19 @@ def test_a_removal_delivered_after_a_re_upload_keeps_the_re_upload(stack):
     assert stack.state(PROCESSED) == state and stack.manifest("photo.jpg")["variations"]["large"]["width"] == 600
 
 
+def test_an_upload_delivered_after_its_removal_was_applied_changes_nothing(stack):
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    created, removed = stack.deliveries()
+    assert [r["outcome"] for r in handlers.resize_handler(removed, None)["results"]] == ["removed"]
+    state = stack.state(PROCESSED)
+    # The tombstone already describes the present (no original): the late upload's event finds so
+    # with a HEAD and writes nothing, not even the tombstone again.
+    assert [r["outcome"] for r in handlers.resize_handler(created, None)["results"]] == ["superseded"]
+    assert stack.state(PROCESSED) == state and stack.manifest("photo.jpg")["status"] == "deleted"
+
+
 def test_removal_and_re_upload_events_without_sequencers_still_end_right(stack):
     """The current state decides, not the event: even unordered events converge."""
     key = "uploads/images/original/photo.jpg"
@@ -614,6 +627,21 @@ def test_a_manifest_listing_another_originals_files_cannot_make_a_removal_delete
     assert {k: v for k, v in stack.state(PROCESSED).items() if "victim" in k} == victim
     assert stack.manifest("a.jpg")["status"] == "deleted"
     assert [k for k in stack.keys(PROCESSED) if k.endswith("/a.jpg")] == []
+
+
+def test_a_manifest_whose_entries_have_no_alternates_is_still_checked_and_kept(stack):
+    """`alternates` may be left out of an entry (the manifest's schema allows it): a redelivered
+    event checks the files such a manifest lists and finds nothing to do."""
+    stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/a.jpg", Body=photo(400, 300))
+    (event,) = stack.deliveries()
+    handlers.resize_handler(event, None)
+    manifest = stack.manifest("a.jpg")
+    for entry in manifest["variations"].values():
+        assert entry.pop("alternates") == []
+    stack.s3.put_object(Bucket=PROCESSED, Key="uploads/images/manifest/a.jpg.json", Body=json.dumps(manifest))
+    state = stack.state(PROCESSED)
+    assert [r["outcome"] for r in handlers.resize_handler(event, None)["results"]] == ["skipped"]
+    assert stack.state(PROCESSED) == state
 
 
 def test_an_original_whose_keys_would_pass_s3s_limit_fails_without_writing_anything(stack):
