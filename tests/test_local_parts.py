@@ -220,6 +220,15 @@ def test_a_failed_upload_is_the_exit_code_after_serving(tmp_path):
     assert "local stack stopped" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("name, reason", [("missing.jpg", "No such file or directory"), ("folder", "Is a directory")])
+def test_a_file_to_upload_that_cannot_be_read_is_named_before_anything_starts(tmp_path, name, reason):
+    (tmp_path / "folder").mkdir()
+    process = local_command("--upload", str(tmp_path / name), "--once")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert err.strip() == f"error: {tmp_path / name}: cannot read: {reason}" and out == ""
+
+
 def test_ctrl_c_stops_everything_cleanly(interruptible_children):
     process = local_command()
     try:

@@ -50,6 +50,12 @@ def run(args, config) -> int:
     if args.concurrency < 1:
         print("error: --concurrency must be at least 1", file=sys.stderr)
         return 2
+    for file in args.upload:  # before the stack starts, not after it printed its banner
+        try:
+            open(file, "rb").close()
+        except OSError as error:
+            print(f"error: {file}: cannot read: {error.strerror}", file=sys.stderr)
+            return 2
     _show_log(verbose=args.verbose)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops it as Ctrl-C does, waiting or serving
     stack = LocalStack(ports=Ports(args.port, args.cdn_port, args.s3_port, args.functions_port),
