@@ -1,6 +1,6 @@
 """`python tests/slow_resize_local.py SECONDS ARGS...`: `image-pipeline local ARGS...` whose resize
-function prints "resize started" and sleeps SECONDS before each upload's work, so a test can
-signal it while an invocation runs."""
+function prints "resize started", sleeps SECONDS, does its work and prints "resize finished", so a
+test can signal it while an invocation runs."""
 
 import sys
 import time
@@ -17,10 +17,14 @@ def _slow_functions():
     resize = functions["resize"]
 
     def slow_resize(event, context):
-        if runner.event_keys(event):
-            print("resize started", flush=True)
-            time.sleep(SECONDS)
-        return resize(event, context)
+        if not runner.event_keys(event):
+            return resize(event, context)
+        print("resize started", flush=True)
+        time.sleep(SECONDS)
+        try:
+            return resize(event, context)
+        finally:
+            print("resize finished", flush=True)
     return {**functions, "resize": slow_resize}
 
 

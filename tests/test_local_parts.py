@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -152,6 +153,45 @@ def test_a_dead_letter_of_an_earlier_version_is_not_the_uploads(tmp_path, capsys
     assert "x.jpg" in out and "120x80" in out
 
 
+def test_an_upload_that_fails_without_a_manifest_or_gets_none_is_reported_beside_the_others(tmp_path, capsys,
+                                                                                           monkeypatch):
+    from pipeline.local import command
+    from pipeline.local.topology import _lambda_functions
+
+    handlers = _lambda_functions()
+    good, lost = tmp_path / "good.jpg", tmp_path / "lost.jpg"
+    # A path whose original key fits S3's 1024 bytes but whose manifest key would not: the resize
+    # fails it without writing anything.
+    deep = tmp_path.joinpath(*["d" * 240] * 4) / ("x" * (998 - 4 * 241 - len(".jpg")) + ".jpg")
+    deep.parent.mkdir(parents=True)
+    for file in (good, lost, deep):
+        file.write_bytes(samples.jpeg_bytes(samples.photo(90, 60, grain=0)))
+
+    def resize(event, context):  # lost.jpg's event is taken and nothing is done: no manifest ever
+        if any(key.endswith("/lost.jpg") for key in event_keys(event)):
+            return {"results": []}
+        return handlers["resize"](event, context)
+
+    monkeypatch.setattr(command, "MANIFEST_TIMEOUT", 2.0)
+    with LocalStack(functions={"resize": resize, "backup": handlers["backup"]}, retry_delays=(0.05,)) as running:
+        status = command.upload_and_report(running, [str(good), str(lost), str(deep)])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert f"{deep}: failed: the key uploads/images/" in err and "over S3's limit of 1024" in err
+    assert f"{lost}: no manifest: none after 2.05 s" in err
+    assert "good.jpg" in out and "(original)" in out
+
+
+def test_the_command_run_in_a_process_gives_back_its_signal_handlers(tmp_path):
+    from pipeline.cli import main
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(samples.jpeg_bytes(samples.photo(90, 60, grain=0)))
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert main(["local", "--upload", str(photo), "--once"]) == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 def local_command(*arguments: str) -> subprocess.Popen:
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     return subprocess.Popen([sys.executable, "-m", "pipeline", "local", *arguments], cwd=ROOT, env=env,
@@ -182,24 +222,49 @@ def local_with_slow_resize(seconds: float, *arguments: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_sigterm_while_it_waits_for_the_table_stops_it_with_130_even_sent_twice(tmp_path):
+def signalled_while_resizing(tmp_path, *signals: signal.Signals) -> tuple[subprocess.Popen, str, str]:
+    """`local --upload --once` given `signals` a second apart once its resize has started (and sleeps 6 s)."""
     photo = tmp_path / "p.jpg"
     photo.write_bytes(samples.jpeg_bytes(samples.photo(90, 60, grain=0)))
-    process = local_with_slow_resize(4, "--upload", str(photo), "--once")
+    process = local_with_slow_resize(6, "--upload", str(photo), "--once")
+    watchdog = threading.Timer(120, process.kill)  # a child that never prints must not hang the suite
+    watchdog.start()
     try:
         for line in process.stdout:
             if line.startswith("resize started"):
                 break
-        process.send_signal(signal.SIGTERM)  # interrupts the wait; the stop then lets the resize finish
-        time.sleep(1)
-        process.send_signal(signal.SIGTERM)  # a supervisor's second one, or `kill` typed twice
+        for number in signals:
+            process.send_signal(number)
+            time.sleep(1)
         out, err = process.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
+    return process, out, err
+
+
+def test_sigterm_while_it_waits_for_the_table_stops_it_once_the_running_resize_ends(tmp_path):
+    process, out, err = signalled_while_resizing(tmp_path, signal.SIGTERM)
     assert process.returncode == 130, err
     assert "local stack stopped" in err and "Traceback" not in err
-    assert "photo " not in out  # no table: it was interrupted
+    assert "resize finished" in out and "photo " not in out  # the invocation ended; no table: interrupted
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_while_it_stops_ends_it_at_once(tmp_path, interruptible_children, second):
+    process, out, err = signalled_while_resizing(tmp_path, signal.SIGTERM, second)
+    assert process.returncode == 130, err
+    assert "stop cut short" in err and "Traceback" not in err
+    assert "resize finished" not in out and "local stack stopped" not in err
+
+
+def test_a_file_that_is_a_pipe_is_refused_before_anything_starts(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    process = local_command("--upload", str(tmp_path / "pipe.jpg"), "--once")
+    out, err = process.communicate(timeout=60)  # neither opened nor waited on
+    assert process.returncode == 2
+    assert err.strip() == f"error: {tmp_path / 'pipe.jpg'}: cannot read: not a regular file" and out == ""
 
 
 def test_a_failed_upload_is_the_exit_code_after_serving(tmp_path):

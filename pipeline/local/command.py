@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
+import stat
 import sys
 import threading
 import time
@@ -51,12 +53,12 @@ def run(args, config) -> int:
         print("error: --concurrency must be at least 1", file=sys.stderr)
         return 2
     for file in args.upload:  # before the stack starts, not after it printed its banner
-        try:
-            open(file, "rb").close()
-        except OSError as error:
-            print(f"error: {file}: cannot read: {error.strerror}", file=sys.stderr)
+        unreadable = _unreadable(file)
+        if unreadable:
+            print(f"error: {file}: cannot read: {unreadable}", file=sys.stderr)
             return 2
     _show_log(verbose=args.verbose)
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops it as Ctrl-C does, waiting or serving
     stack = LocalStack(ports=Ports(args.port, args.cdn_port, args.s3_port, args.functions_port),
                        concurrency=args.concurrency, retry_delays=delays, pipeline_config=config.to_json(),
@@ -79,10 +81,31 @@ def run(args, config) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
+        # The stop lets running invocations finish; a second Ctrl-C or SIGTERM ends the process at once.
+        signal.signal(signal.SIGINT, _cut_short)
+        signal.signal(signal.SIGTERM, _cut_short)
         stack.stop()
         print("local stack stopped", file=sys.stderr, flush=True)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return status
+
+
+def _unreadable(file: str) -> str | None:
+    """Why `file` cannot be uploaded, or None: it must be a regular file (a pipe would be read
+    once, or block) that this process may read."""
+    try:
+        mode = os.stat(file).st_mode
+    except OSError as error:
+        return error.strerror
+    if not stat.S_ISREG(mode):
+        return "Is a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    return None if os.access(file, os.R_OK) else "Permission denied"
+
+
+def _cut_short(number, frame) -> None:
+    print("\nstop cut short: invocations still running were abandoned", file=sys.stderr, flush=True)
+    os._exit(130)
 
 
 def _show_log(verbose: bool) -> None:
@@ -151,25 +174,19 @@ def wait_for_manifests(stack, expected: dict[str, tuple[str | None, float]]) -> 
     """Each path's manifest once it is "ready" or "failed" for the version uploaded, and the seconds
     from the upload's end (`expected`: path -> (version id, time.monotonic() after the put)).
 
-    A version whose resize went to the dead letters will have no manifest: its path gets
-    {"status": "dead letter", "reason": the last error} at once instead.
+    Where no manifest will come, the path gets {"status": ..., "reason": ...} instead: "dead letter"
+    once the version's resize went to the dead letters, "failed" once a resize started after the
+    upload failed it without writing one (a key too long for S3), "no manifest" after the timeout.
     """
     from pipeline import keys
-    from pipeline.local.runner import event_objects
-    from pipeline.local.topology import StackError
 
     s3, landed = stack.client("s3"), {}
     path_of = {keys.original_key(path): path for path in expected}
     timeout = MANIFEST_TIMEOUT + sum(stack.runner.retry_delays)  # time for the retries that end in a dead letter
     deadline = time.monotonic() + timeout
     while len(landed) < len(expected):
-        for letter in list(stack.runner.dead_letters):
-            for key, version_id in event_objects(letter.event) if letter.function == "resize" else ():
-                path = path_of.get(key)
-                if path is not None and path not in landed and version_id == expected[path][0]:
-                    reason = f"the resize function failed {letter.attempts} times; the last error: {letter.error}"
-                    landed[path] = ({"status": "dead letter", "reason": reason},
-                                    time.monotonic() - expected[path][1])
+        for path, (manifest, at) in _ended_without_manifest(stack.runner, path_of, expected).items():
+            landed.setdefault(path, (manifest, at - expected[path][1]))
         for path, (version_id, put_at) in expected.items():
             if path in landed:
                 continue
@@ -178,10 +195,30 @@ def wait_for_manifests(stack, expected: dict[str, tuple[str | None, float]]) -> 
                     manifest["source"].get("version_id") == version_id:
                 landed[path] = (manifest, time.monotonic() - put_at)
         if time.monotonic() > deadline:
-            missing = ", ".join(sorted(set(expected) - set(landed)))
-            raise StackError(f"no manifest after {timeout:g} s for {missing}")
+            for path in set(expected) - set(landed):
+                landed[path] = ({"status": "no manifest", "reason": f"none after {timeout:g} s"}, timeout)
         time.sleep(0.02)
     return landed
+
+
+def _ended_without_manifest(runner, path_of: dict[str, str], expected: dict[str, tuple[str | None, float]]
+                            ) -> dict[str, tuple[dict, float]]:
+    """The uploads no manifest will describe, each with what to report and when it became final."""
+    from pipeline.local.runner import event_objects
+
+    ended = {}
+    for letter in list(runner.dead_letters):
+        for key, version_id in event_objects(letter.event) if letter.function == "resize" else ():
+            path = path_of.get(key)
+            if path is not None and version_id == expected[path][0]:
+                reason = f"the resize function failed {letter.attempts} times; the last error: {letter.error}"
+                ended[path] = ({"status": "dead letter", "reason": reason}, time.monotonic())
+    for attempt in list(runner.attempts):  # an attempt started after the put saw that version, or a later one
+        for entry in attempt.results if attempt.function == "resize" else ():
+            path = path_of.get(entry.get("key"))
+            if path is not None and entry.get("outcome") == "failed" and attempt.started >= expected[path][1]:
+                ended.setdefault(path, ({"status": "failed", "reason": entry.get("reason")}, attempt.finished))
+    return ended
 
 
 def print_table(header: list[str], rows: list[tuple]) -> None:
