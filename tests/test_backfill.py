@@ -123,6 +123,14 @@ def test_a_changed_quality_re_renders_exactly_that_variation(stack):
     assert small["Metadata"]["spec-hash"] == registry.spec_hash(registry.variations["small"])
 
 
+def test_force_re_renders_the_chosen_variations_of_an_up_to_date_original(stack):
+    key = upload(stack, "r.jpg", tiny_jpeg(7))
+    registry = load_registry()
+    assert backfill(stack, key, registry).status == UP_TO_DATE
+    result = backfill(stack, key, registry, Scope(variations=frozenset({"small", "xsmall"}), force=True, prune=False))
+    assert (result.status, result.rendered) == (RENDERED, ("small", "xsmall"))
+
+
 def test_prune_deletes_only_the_undefined_variation_and_without_it_the_entry_stays(stack):
     key = upload(stack, "p.jpg", tiny_jpeg(4))
     smaller = load_registry(PipelineConfig.from_dict({"disabled_variations": ["xsmall"]}))
