@@ -11,7 +11,9 @@ from moto import mock_aws
 from PIL import Image
 
 from aws import BACKUP, PROCESSED, UPLOADS, Stack
-from pipeline import handlers, samples
+from pipeline import handlers, resize, samples
+from pipeline.events import ObjectChange
+from pipeline.storage import Conflict, S3Store
 from pipeline.caching import VARIATION_CACHE
 
 DEFAULTS = ["large", "medium", "small", "xsmall", "square_medium", "square_small"]
@@ -654,7 +656,36 @@ def test_an_original_whose_keys_would_pass_s3s_limit_fails_without_writing_anyth
     (event,) = stack.deliveries()
     (result,) = handlers.resize_handler(event, None)["results"]
     assert result["outcome"] == "failed" and "over S3's limit of 1024" in result["reason"]
+    assert result["key"] == f"uploads/images/original/{path}"
     assert stack.keys(PROCESSED) == [], "no orphan files: nothing that would need a key too long is written"
+
+
+@pytest.mark.parametrize("lost", [resize.MAX_ROUNDS - 1, resize.MAX_ROUNDS])
+def test_a_commit_lost_to_other_writers_is_tried_again_up_to_max_rounds(stack, lost):
+    """Each round that loses its manifest commit starts again from a fresh read; after MAX_ROUNDS
+    the record fails with ContendedKey, and its retry (Lambda's, or the queue's) takes over."""
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))
+    store, commits = S3Store(stack.s3), []
+    put_manifest = store.put_manifest
+
+    def losing(bucket, obj, *, replacing):
+        commits.append(replacing)
+        if len(commits) <= lost:
+            raise Conflict("another writer committed first")
+        return put_manifest(bucket, obj, replacing=replacing)
+
+    store.put_manifest = losing
+    change = ObjectChange("created", "ObjectCreated:Put", UPLOADS, key)
+    if lost == resize.MAX_ROUNDS:
+        with pytest.raises(resize.ContendedKey):
+            resize.apply_change(store, change, PROCESSED, handlers._registry())
+        assert stack.manifest("photo.jpg") is None
+    else:
+        outcome = resize.apply_change(store, change, PROCESSED, handlers._registry())
+        assert (outcome.outcome, outcome.rounds) == ("processed", resize.MAX_ROUNDS)
+        assert stack.manifest("photo.jpg")["status"] == "ready"
+    assert len(commits) == min(lost + 1, resize.MAX_ROUNDS)
 
 
 def test_a_removed_original_with_a_control_character_in_its_key_loses_its_variations(stack):
