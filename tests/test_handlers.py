@@ -310,8 +310,23 @@ def test_an_upload_delivered_after_its_removal_was_applied_changes_nothing(stack
     state = stack.state(PROCESSED)
     # The tombstone already describes the present (no original): the late upload's event finds so
     # with a HEAD and writes nothing, not even the tombstone again.
-    assert [r["outcome"] for r in handlers.resize_handler(created, None)["results"]] == ["superseded"]
+    (late,) = handlers.resize_handler(created, None)["results"]
+    assert (late["outcome"], late["key"]) == ("superseded", key)
     assert stack.state(PROCESSED) == state and stack.manifest("photo.jpg")["status"] == "deleted"
+
+
+def test_a_late_upload_event_finds_a_file_left_beside_the_tombstone_and_removes_it(stack):
+    """A tombstone with a variation file still there (a put that landed after the removal's
+    round) does not describe the present: the late event converges, deleting the file."""
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    created, removed = stack.deliveries()
+    handlers.resize_handler(removed, None)
+    stack.s3.put_object(Bucket=PROCESSED, Key="uploads/images/large/photo.jpg", Body=photo(200, 150))
+    (late,) = handlers.resize_handler(created, None)["results"]
+    assert late["outcome"] == "removed"
+    assert stack.keys(PROCESSED) == ["uploads/images/manifest/photo.jpg.json"]
 
 
 def test_removal_and_re_upload_events_without_sequencers_still_end_right(stack):
@@ -658,6 +673,28 @@ def test_an_original_whose_keys_would_pass_s3s_limit_fails_without_writing_anyth
     assert result["outcome"] == "failed" and "over S3's limit of 1024" in result["reason"]
     assert result["key"] == f"uploads/images/original/{path}"
     assert stack.keys(PROCESSED) == [], "no orphan files: nothing that would need a key too long is written"
+
+
+def test_a_round_after_a_lost_commit_reads_the_manifest_again_even_when_handed_one(stack):
+    """The backfill hands apply_change the manifest it read; once another writer has replaced it,
+    the next round must read the new one, or its commit is conditional on a gone ETag."""
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))
+    store = S3Store(stack.s3)
+    change = ObjectChange("created", "ObjectCreated:Put", UPLOADS, key)
+    resize.apply_change(store, change, PROCESSED, handlers._registry())
+    stored = store.read_manifest(PROCESSED, "uploads/images/manifest/photo.jpg.json")
+    put_manifest, writes = store.put_manifest, []
+
+    def another_writer_first(bucket, obj, *, replacing):
+        if not writes:  # someone else commits between this round's read and its commit
+            writes.append(stack.s3.put_object(Bucket=bucket, Key=obj.key, Body=obj.body))
+        return put_manifest(bucket, obj, replacing=replacing)
+
+    store.put_manifest = another_writer_first
+    outcome = resize.apply_change(store, change, PROCESSED, handlers._registry(),
+                                  scope=resize.Scope(force=True), stored=stored)
+    assert (outcome.outcome, outcome.rounds) == ("processed", 2)
 
 
 @pytest.mark.parametrize("lost", [resize.MAX_ROUNDS - 1, resize.MAX_ROUNDS])
