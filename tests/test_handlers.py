@@ -634,6 +634,27 @@ def test_one_record_with_a_huge_sequencer_cannot_freeze_the_key(stack):
     assert stack.manifest("photo.jpg")["variations"]["large"]["width"] == 600
 
 
+def test_sequencers_of_different_lengths_are_ordered_as_numbers(stack):
+    """S3's sequencers compare as hexadecimal numbers (the shorter left-padded), not as text:
+    "100" comes after "FF"."""
+    def sequenced(delivery: dict, sequencer: str) -> dict:
+        message = json.loads(delivery["Records"][0]["Sns"]["Message"])
+        message["Records"][0]["s3"]["object"]["sequencer"] = sequencer
+        return {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(message)}}]}
+
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    (first,) = stack.deliveries()
+    handlers.resize_handler(sequenced(first, "FF"), None)
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+    (second,) = stack.deliveries()
+    handlers.resize_handler(sequenced(second, "100"), None)
+    assert stack.manifest("photo.jpg")["source"]["sequencer"] == "100"
+    assert handlers.resize_handler(sequenced(first, "FF"), None)["results"] == [
+        {"key": key, "outcome": "superseded", "reason": "a later event for this key was already applied"}]
+    assert stack.manifest("photo.jpg")["variations"]["large"]["width"] == 600
+
+
 def test_a_manifest_listing_another_originals_files_cannot_make_a_removal_delete_them(stack):
     stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/victim.jpg", Body=photo(400, 300))
     stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/a.jpg", Body=photo(400, 300, seed=2))
