@@ -1022,6 +1022,8 @@ def test_a_missing_alternate_is_put_back_when_the_event_comes_again(stack, monke
     stack.s3.delete_object(Bucket=PROCESSED, Key="uploads/images/medium.webp/alt.jpg")
     handlers.resize_handler(event, None)
     assert sorted(stack.keys(PROCESSED)) == sorted(stored)
+    # The repaired manifest still records the event's sequencer: an older event stays recognisable.
+    assert stack.manifest("alt.jpg")["source"]["sequencer"] == event_sequencer(event)
 
 
 def _requests(client) -> list[tuple[str, str]]:
