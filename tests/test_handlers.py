@@ -718,6 +718,37 @@ def test_a_round_after_a_lost_commit_reads_the_manifest_again_even_when_handed_o
     assert (outcome.outcome, outcome.rounds) == ("processed", 2)
 
 
+def test_a_removal_deletes_the_files_of_a_variation_no_longer_defined(stack, monkeypatch):
+    key = "uploads/images/original/photo.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))
+    deliver(stack)
+    assert "uploads/images/xsmall/photo.jpg" in stack.keys(PROCESSED)
+    monkeypatch.setenv("PIPELINE_CONFIG", json.dumps({"disabled_variations": ["xsmall"]}))
+    handlers._registry.cache_clear()
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    deliver(stack)
+    assert stack.keys(PROCESSED) == ["uploads/images/manifest/photo.jpg.json"], "the manifest listed it: it goes too"
+
+
+def test_a_replacement_invalidates_a_variation_its_previous_manifest_lacked(stack, monkeypatch):
+    """The CDN may hold a 404 for a variation added since the last upload: its key is invalidated
+    with the files that changed."""
+    key = "uploads/images/original/photo.jpg"
+    monkeypatch.setenv("PIPELINE_CONFIG", json.dumps({"disabled_variations": ["xsmall"]}))
+    handlers._registry.cache_clear()
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(400, 300))
+    deliver(stack)
+    monkeypatch.setenv("PIPELINE_CONFIG", "{}")
+    handlers._registry.cache_clear()
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(300, 400, seed=2))
+    stack.deliveries()  # handled below, by apply_change with an invalidation to see
+    invalidated = []
+    change = ObjectChange("created", "ObjectCreated:Put", UPLOADS, key)
+    resize.apply_change(S3Store(stack.s3), change, PROCESSED, handlers._registry(), invalidate=invalidated.extend)
+    assert "uploads/images/xsmall/photo.jpg" in invalidated
+    assert {"uploads/images/large/photo.jpg", "uploads/images/manifest/photo.jpg.json"} <= set(invalidated)
+
+
 @pytest.mark.parametrize("lost", [resize.MAX_ROUNDS - 1, resize.MAX_ROUNDS])
 def test_a_commit_lost_to_other_writers_is_tried_again_up_to_max_rounds(stack, lost):
     """Each round that loses its manifest commit starts again from a fresh read; after MAX_ROUNDS
@@ -743,6 +774,8 @@ def test_a_commit_lost_to_other_writers_is_tried_again_up_to_max_rounds(stack, l
         outcome = resize.apply_change(store, change, PROCESSED, handlers._registry())
         assert (outcome.outcome, outcome.rounds) == ("processed", resize.MAX_ROUNDS)
         assert stack.manifest("photo.jpg")["status"] == "ready"
+        stored = stack.s3.list_objects_v2(Bucket=PROCESSED)["Contents"]
+        assert outcome.bytes_written == sum(o["Size"] for o in stored)  # the files and the manifest
     assert len(commits) == min(lost + 1, resize.MAX_ROUNDS)
 
 
