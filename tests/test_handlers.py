@@ -696,6 +696,33 @@ def test_an_original_whose_keys_would_pass_s3s_limit_fails_without_writing_anyth
     assert stack.keys(PROCESSED) == [], "no orphan files: nothing that would need a key too long is written"
 
 
+def test_a_plugin_variation_whose_key_would_pass_s3s_limit_fails_the_original_cleanly(stack, install_plugin):
+    """The longest key an original needs may be a plugin variation's, not its manifest's."""
+    from pipeline.registry import _load_cached
+
+    install_plugin("social_cards", """
+        from pipeline.hookspecs import hookimpl
+        from pipeline.types import Variation
+
+        @hookimpl
+        def register_variations(register):
+            register(Variation("panorama_for_social_cards", "cover", 120, 40))
+    """)
+    _load_cached.cache_clear()
+    handlers._registry.cache_clear()
+    try:
+        # The original's key and its manifest's fit S3's 1024 bytes; the plugin variation's would not.
+        path = "p/" + "x" * (1024 - len("uploads/images/manifest/p/") - len(".jpg.json")) + ".jpg"
+        stack.s3.put_object(Bucket=UPLOADS, Key=f"uploads/images/original/{path}", Body=photo(400, 300))
+        (event,) = stack.deliveries()
+        (result,) = handlers.resize_handler(event, None)["results"]
+        assert result["outcome"] == "failed" and "uploads/images/panorama_for_social_cards/p/" in result["reason"]
+        assert stack.keys(PROCESSED) == []
+    finally:  # the next tests load the registry without this plugin
+        _load_cached.cache_clear()
+        handlers._registry.cache_clear()
+
+
 def test_a_round_after_a_lost_commit_reads_the_manifest_again_even_when_handed_one(stack):
     """The backfill hands apply_change the manifest it read; once another writer has replaced it,
     the next round must read the new one, or its commit is conditional on a gone ETag."""
