@@ -686,6 +686,15 @@ def test_a_manifest_whose_entries_have_no_alternates_is_still_checked_and_kept(s
     assert stack.state(PROCESSED) == state
 
 
+def test_an_original_whose_longest_key_is_s3s_limit_exactly_is_processed(stack):
+    path = "p/" + "x" * (1024 - len("uploads/images/square_medium/p/") - len(".jpg")) + ".jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=f"uploads/images/original/{path}", Body=photo(400, 300))
+    (event,) = stack.deliveries()
+    assert [r["outcome"] for r in handlers.resize_handler(event, None)["results"]] == ["processed"]
+    assert len(f"uploads/images/square_medium/{path}".encode()) == 1024
+    assert f"uploads/images/square_medium/{path}" in stack.keys(PROCESSED)
+
+
 def test_an_original_whose_keys_would_pass_s3s_limit_fails_without_writing_anything(stack):
     path = "p/" + "x" * (1020 - len("uploads/images/original/p/") - len(".jpg")) + ".jpg"
     stack.s3.put_object(Bucket=UPLOADS, Key=f"uploads/images/original/{path}", Body=photo(400, 300))
@@ -794,7 +803,7 @@ def test_a_commit_lost_to_other_writers_is_tried_again_up_to_max_rounds(stack, l
     store.put_manifest = losing
     change = ObjectChange("created", "ObjectCreated:Put", UPLOADS, key)
     if lost == resize.MAX_ROUNDS:
-        with pytest.raises(resize.ContendedKey):
+        with pytest.raises(resize.ContendedKey, match=f"{key}: {resize.MAX_ROUNDS} rounds each lost the manifest"):
             resize.apply_change(store, change, PROCESSED, handlers._registry())
         assert stack.manifest("photo.jpg") is None
     else:
