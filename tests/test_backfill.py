@@ -82,6 +82,8 @@ def test_the_decision_from_a_manifest_alone(stack, install_plugin):
     assert needed(manifest, registry, source_etag="other").everything, "a listing's ETag tells a changed original"
     smaller = load_registry(PipelineConfig.from_dict({"disabled_variations": ["xsmall"]}))
     assert needed(manifest, smaller, Scope(prune=True)).prune == {"xsmall"}
+    two_fewer = load_registry(PipelineConfig.from_dict({"disabled_variations": ["xsmall", "small"]}))
+    assert needed(manifest, two_fewer, Scope(prune=True)).reason == "no longer defined: small, xsmall"
     assert not needed(manifest, smaller, Scope(prune=False)).work, "without --prune an undefined variation stays"
     assert needed(manifest, registry, Scope(force=True)).render == frozenset(DEFAULTS)
     bigger = with_plugin(install_plugin)
