@@ -4,6 +4,7 @@ print their variations, then serve until Ctrl-C (or, with --once, stop after the
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shlex
@@ -99,8 +100,8 @@ def _unreadable(file: str) -> str | None:
     except OSError as error:
         return error.strerror
     if not stat.S_ISREG(mode):
-        return "Is a directory" if stat.S_ISDIR(mode) else "not a regular file"
-    return None if os.access(file, os.R_OK) else "Permission denied"
+        return os.strerror(errno.EISDIR) if stat.S_ISDIR(mode) else "not a regular file"
+    return None if os.access(file, os.R_OK) else os.strerror(errno.EACCES)
 
 
 def _cut_short(number, frame) -> None:
