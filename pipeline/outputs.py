@@ -74,12 +74,9 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
     """
     source = SourceRef(original_key, etag, version_id, sequencer)
     path = keys.source_path(original_key)
+    if only is not None and not only and previous:
+        return manifest_outputs(source, len(data), registry, previous, kept)
     kept = {name: entry for name, entry in (kept or {}).items() if name not in registry.variations}
-    if only is not None and not only and previous:  # same bytes, nothing to render: a new version or fewer variations
-        manifest = {**previous, "source": {**previous["source"], **_source(source, len(data))},
-                    "variations": {**{n: e for n, e in previous["variations"].items() if n in registry.variations},
-                                   **kept}}
-        return Outputs([manifest_object(path, manifest)], manifest, None, None)
     made: dict[str, tuple[list[OutputObject], dict[str, Any]]] = {}
 
     def done(rendered: RenderedVariation) -> None:
@@ -107,6 +104,17 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
     }
     objects.append(manifest_object(path, manifest))
     return Outputs(objects, manifest, rendering, None)
+
+
+def manifest_outputs(source: SourceRef, size: int, registry: Registry, previous: dict[str, Any],
+                     kept: dict[str, Any] | None = None) -> Outputs:
+    """Only the manifest, for the bytes `previous` was made from with nothing to render: a new
+    version of them, or fewer variations. Needs no pixels, so neither the original's bytes."""
+    kept = {name: entry for name, entry in (kept or {}).items() if name not in registry.variations}
+    manifest = {**previous, "source": {**previous["source"], **_source(source, size)},
+                "variations": {**{n: e for n, e in previous["variations"].items() if n in registry.variations},
+                               **kept}}
+    return Outputs([manifest_object(keys.source_path(source.key), manifest)], manifest, None, None)
 
 
 def variation_outputs(rendered: RenderedVariation, path: str, etag: str) -> tuple[list[OutputObject], dict[str, Any]]:

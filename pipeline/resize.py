@@ -46,7 +46,7 @@ from pipeline import keys
 from pipeline.events import ObjectChange, sequencer_order
 from pipeline.imaging import judging_limits, too_big
 from pipeline.outcomes import Outcome
-from pipeline.outputs import (OutputObject, Outputs, SourceRef, failed_outputs, listed_keys,
+from pipeline.outputs import (OutputObject, Outputs, SourceRef, failed_outputs, listed_keys, manifest_outputs,
                               outputs_for_original, tombstone_outputs)
 from pipeline.registry import Registry
 from pipeline.storage import Conflict, Original, S3Store, StoredManifest
@@ -160,7 +160,7 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
             original = early.result()
         else:  # after the manifest; an early read not used is let go (its body is one more upload in memory)
             early = None
-            original = store.get_original(change.bucket, change.key, registry.config.max_bytes)
+            original = _read_original(store, change, previous, registry, scope, forced)
         # Files are put while the next ones render only where they can replace no file a live
         # manifest lists: a plugin failing part way must not leave that manifest over new pixels.
         puts = _Puts(store, processed_bucket, calls)
@@ -173,6 +173,7 @@ def apply_change(store: S3Store, change: ObjectChange, processed_bucket: str, re
                 if forced or _intact(store, processed_bucket, previous, path, registry):
                     return dataclasses.replace(outcome, rounds=round_)
                 forced = True
+                original = _downloaded(store, change, original, registry)  # a forced plan renders
                 outputs, outcome = _plan(original, change.key, previous, sequencer, registry, forced, scope,
                                          on_file)
             *files, manifest = outputs.objects
@@ -240,7 +241,7 @@ def _plan(original: Original | None, key: str, previous: dict | None, sequencer:
     source = SourceRef(key, original.etag, original.version_id, sequencer)
     same_bytes = bool(previous) and previous["source"].get("etag") == original.etag
     same_version = same_bytes and previous["source"].get("version_id") == original.version_id
-    if original.body is None:  # over max_bytes: refused from its size, never downloaded
+    if original.size > registry.config.max_bytes:  # refused from its size, never downloaded
         reason = too_big(original.size, registry.config.max_bytes)
         if not forced and same_version and previous["status"] == "failed" and previous.get("reason") == reason:
             return None, Outcome(key, "skipped", reason)
@@ -261,6 +262,8 @@ def _plan(original: Original | None, key: str, previous: dict | None, sequencer:
     # were made from are still the original's; a new source takes them away with everything else.
     kept = {} if scope.prune or not current else {
         name: entry for name, entry in previous["variations"].items() if name not in registry.variations}
+    if only is not None and not only:  # the same bytes, nothing to render: the manifest alone
+        return manifest_outputs(source, original.size, registry, previous, kept), Outcome(key, "processed")
     outputs = outputs_for_original(key, original.body, original.etag, registry, version_id=original.version_id,
                                    sequencer=sequencer, only=only, previous=previous if only is not None else None,
                                    kept=kept, on_file=on_file)
@@ -284,21 +287,44 @@ def _still_current(store: S3Store, change: ObjectChange, original: Original | No
     read. Otherwise only if a HEAD, after the manifest, still finds that version: the commit the
     manifest read saw may describe a version newer than the read (a late or repeated event
     converges to the present under its own, older sequencer), which no later event would redo."""
-    version = None if original is None else (original.etag, original.version_id)
-    if stored.etag is None or _describes(previous, version):
+    if stored.etag is None or _describes(previous, original):
         return True
-    return store.head_original(change.bucket, change.key) == version
+    return _version(store.head_original(change.bucket, change.key)) == _version(original)
 
 
-def _describes(manifest: dict | None, current: tuple[str, str | None] | None) -> bool:
+def _read_original(store: S3Store, change: ObjectChange, previous: dict | None, registry: Registry, scope: Scope,
+                   forced: bool) -> Original | None:
+    """The original's current version, its bytes downloaded only if they may be rendered: when the
+    manifest lists this original's bytes and nothing of it is to be rendered (a backfill that only
+    prunes, or a new version of the same bytes), a HEAD tells the round all it needs."""
+    if not forced and previous is not None and previous["status"] == "ready" \
+            and not needed(previous, registry, scope).render:
+        head = store.head_original(change.bucket, change.key)
+        if head is None or head.etag == previous["source"].get("etag"):
+            return head
+    return store.get_original(change.bucket, change.key, registry.config.max_bytes)
+
+
+def _downloaded(store: S3Store, change: ObjectChange, original: Original | None, registry: Registry) -> Original | None:
+    """`original` with its bytes: read again if a HEAD was all the round had (the version may
+    have changed since: the plan is made from what this read finds)."""
+    if original is None or original.body is not None or original.size > registry.config.max_bytes:
+        return original
+    return store.get_original(change.bucket, change.key, registry.config.max_bytes)
+
+
+def _version(original: Original | None) -> tuple[str, str | None] | None:
+    return None if original is None else (original.etag, original.version_id)
+
+
+def _describes(manifest: dict | None, current: Original | None) -> bool:
     """Does the manifest describe the original's current state (its version, or its absence)?"""
     if manifest is None:
         return False
     if current is None:
         return manifest["status"] == "deleted"
-    etag, version_id = current
     return manifest["status"] != "deleted" and (manifest["source"].get("etag"), manifest["source"].get("version_id")) \
-        == (etag, version_id)
+        == _version(current)
 
 
 def _intact(store: S3Store, bucket: str, manifest: dict | None, path: str, registry: Registry) -> bool:

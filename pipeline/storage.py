@@ -46,7 +46,7 @@ class Original(NamedTuple):
     etag: str  # without quotes
     version_id: str | None
     size: int
-    body: bytes | None  # None when the size is over the limit: refused without downloading it
+    body: bytes | None  # None when not downloaded: over the size limit, or read with a HEAD
 
 
 class StoredManifest(NamedTuple):
@@ -107,12 +107,12 @@ class S3Store:
             return StoredManifest(None, etag)
         return StoredManifest(parse_manifest(response["Body"].read()), etag)
 
-    def head_original(self, bucket: str, key: str) -> tuple[str, str | None] | None:
-        """The current version's (ETag, version id), or None when the original is gone."""
+    def head_original(self, bucket: str, key: str) -> Original | None:
+        """The current version of an original without its bytes, or None when it is gone."""
         head = self._unless_missing(self.client.head_object, Bucket=bucket, Key=key)
         if head is None:
             return None
-        return head["ETag"].strip('"'), head.get("VersionId")
+        return Original(key, head["ETag"].strip('"'), head.get("VersionId"), head["ContentLength"], None)
 
     def file_sources(self, bucket: str, keys: list[str]) -> dict[str, tuple[str, str] | None]:
         """For each key, the (source-etag, spec-hash) its metadata records, or None when it is absent."""

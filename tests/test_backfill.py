@@ -13,7 +13,7 @@ from PIL import Image
 from aws import PROCESSED, UPLOADS, Stack
 from backfill_store import tiny_jpeg
 from pipeline import handlers
-from pipeline.backfill.core import (ERROR, FAILED, FAILED_EARLIER, RENDERED, UP_TO_DATE, backfill_one,
+from pipeline.backfill.core import (ERROR, FAILED, FAILED_EARLIER, RENDERED, UP_TO_DATE, backfill_one, decide,
                                     invalidation_prefixes, run_task, scope_arguments, scope_from_arguments)
 from pipeline.backfill.plan import reservoir, scaled
 from pipeline.config import PipelineConfig
@@ -144,6 +144,38 @@ def test_prune_deletes_only_the_undefined_variation_and_without_it_the_entry_sta
     assert changed(before, stack.state(PROCESSED)) == ["uploads/images/manifest/p.jpg.json", "uploads/images/xsmall/p.jpg"]
     assert "uploads/images/xsmall/p.jpg" not in stack.state(PROCESSED)
     assert "xsmall" not in stack.manifest("p.jpg")["variations"]
+
+
+def test_a_backfill_that_only_prunes_reads_the_original_with_a_head_not_a_download(stack):
+    key = upload(stack, "h.jpg", tiny_jpeg(8))
+    source = stack.manifest("h.jpg")["source"]
+    smaller = load_registry(PipelineConfig.from_dict({"disabled_variations": ["xsmall"]}))
+    calls = []
+    stack.s3.meta.events.register("provide-client-params.s3",
+                                  lambda model, params, **_: calls.append((model.name, params.get("Key"))))
+    result = backfill(stack, key, smaller, Scope(prune=True))
+    assert (result.status, result.pruned) == (RENDERED, ("xsmall",))
+    assert [call for call in calls if call[1] == key] == [("HeadObject", key)]
+    assert stack.manifest("h.jpg")["source"] == source, "the same version, size and sequencer as before"
+    assert "uploads/images/xsmall/h.jpg" not in stack.state(PROCESSED)
+
+
+def test_an_original_replaced_after_a_decision_to_prune_is_downloaded_and_rendered_whole(stack):
+    key = upload(stack, "swap.jpg", tiny_jpeg(9))
+    smaller = load_registry(PipelineConfig.from_dict({"disabled_variations": ["xsmall"]}))
+    store, scope = S3Store(stack.s3), Scope(prune=True)
+    decided = decide(store, PROCESSED, key, smaller, scope)
+    assert decided[1].render == frozenset() and decided[1].prune == {"xsmall"}
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=tiny_jpeg(10))  # its event not delivered yet
+    etag = stack.s3.head_object(Bucket=UPLOADS, Key=key)["ETag"].strip('"')
+    result = backfill_one(store, UPLOADS, key, PROCESSED, smaller, scope, decided=decided)
+    assert result.status == RENDERED
+    manifest = stack.manifest("swap.jpg")
+    assert manifest["source"]["etag"] == etag and set(manifest["variations"]) == set(DEFAULTS) - {"xsmall"}
+    for name in manifest["variations"]:
+        made_from = stack.s3.head_object(Bucket=PROCESSED, Key=f"uploads/images/{name}/swap.jpg")["Metadata"]
+        assert made_from["source-etag"] == etag, name
+    assert "uploads/images/xsmall/swap.jpg" not in stack.state(PROCESSED)
 
 
 def test_an_added_variation_keeps_the_undefined_ones_listed_without_prune(stack, install_plugin):

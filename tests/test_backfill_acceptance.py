@@ -125,6 +125,9 @@ def test_a_store_of_300_gets_one_new_variation_then_nothing_then_exactly_what_ch
     status, pruned = backfill_json(*flags(), "--prune", "--jobs", "2", env=with_plugin(plugin_path, removed))
     assert status == 0 and pruned["pruned"] == plan["prune"] == {"panorama": COUNT}
     assert plan["megapixels"] == 0 and plan["calibrated_on"] == [], "pruning renders nothing, so none is timed"
+    assert plan["original_bytes"] == 0, "nor downloads an original"
+    assert pruned["requests"]["GetObject"] == COUNT and pruned["requests"]["HeadObject"] == COUNT, \
+        "a GET of each manifest and a HEAD of each original"
     gone = changed(third, state(s3, PROCESSED))
     assert set(gone) == {"panorama", "manifest"} and len(gone["panorama"]) == COUNT
     assert not [k for k in state(s3, PROCESSED) if k.startswith("uploads/images/panorama/")]

@@ -1117,6 +1117,23 @@ def test_a_new_upload_costs_nine_requests_and_a_repeated_event_no_head_of_the_or
     assert ("HeadObject", key) not in sent and ("GetObject", key) in sent
 
 
+def test_a_file_missing_under_an_up_to_date_manifest_is_rendered_again_from_a_download(stack):
+    """Nothing to render, as far as the manifest says: a HEAD of the original, then the files'
+    check finds one missing, and the round downloads the original and renders it again."""
+    key = "uploads/images/original/gap.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    change = ObjectChange("created", "ObjectCreated:Put", UPLOADS, key)  # no sequencer: no early read
+    store, registry = S3Store(stack.s3), handlers._registry()
+    assert resize.apply_change(store, change, PROCESSED, registry).outcome == "processed"
+    stored = stack.keys(PROCESSED)
+    stack.s3.delete_object(Bucket=PROCESSED, Key="uploads/images/medium/gap.jpg")
+    sent = _requests(stack.s3)
+    assert resize.apply_change(store, change, PROCESSED, registry).outcome == "processed"
+    assert sorted(stack.keys(PROCESSED)) == sorted(stored)
+    assert [request for request in sent if request[1] == key] == [("HeadObject", key), ("GetObject", key)]
+    assert_files_made_from(stack, "gap.jpg", head_etag(stack, UPLOADS, key))
+
+
 def test_a_removal_records_its_sequencer_and_a_second_delivery_finds_it_done(stack):
     key = "uploads/images/original/twice.jpg"
     stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))

@@ -33,6 +33,9 @@ from pipeline.resize import Scope, apply_change
 # Two variations and a WebP beside each keep every schedule short while exercising alternates.
 CONFIG = PipelineConfig.from_dict({"disabled_variations": ["medium", "small", "xsmall", "square_medium"],
                                    "plugins": {"webp": {"enabled": True}}})
+# What an earlier deployment defined: one variation more, which a backfill with --prune takes away.
+WIDER = PipelineConfig.from_dict({"disabled_variations": ["medium", "small", "square_medium"],
+                                  "plugins": {"webp": {"enabled": True}}})
 RUNS = itertools.count()
 # Switches explored by `make test`, by the number of uploads; INTERLEAVING_BOUND=2 (`make interleavings`)
 # explores two switches for every scenario (many minutes).
@@ -69,7 +72,8 @@ def stack():
 
 
 def scenario_actors(stack, steps: list[tuple[str, int | None]], run_index: int, results: dict) -> list[Actor]:
-    """One upload actor per step ("put", seed) or ("delete", None), each followed by its invocations."""
+    """One upload actor per step ("put", seed) or ("delete", None), each followed by its invocations
+    ("put-wider": processed under WIDER), or a backfill ("backfill", "prune") after the first one's."""
     registry = load_registry(CONFIG)
     run_index = next(RUNS)  # unique across scenarios: one moto for the whole module
     key = f"uploads/images/original/run {run_index}/ph\u00f6to+1.png"
@@ -79,21 +83,24 @@ def scenario_actors(stack, steps: list[tuple[str, int | None]], run_index: int, 
     actors: list[Actor] = []
     previous_upload = None
     for index, (operation, seed) in enumerate(steps):
-        if operation == "backfill":  # re-renders one variation of whatever the manifest names, forced
-            def backfill(run):
+        if operation in ("backfill", "prune"):
+            # "backfill" re-renders one variation of whatever the manifest names, forced; "prune"
+            # takes away the variation CONFIG no longer defines, with a HEAD of the original
+            scope = Scope(prune=True) if operation == "prune" else Scope(variations=frozenset({"large"}), force=True,
+                                                                         prune=False)
+
+            def backfill(run, scope=scope):
                 from pipeline.backfill.core import backfill_one
 
                 store = SteppedStore(stack.s3, run.checkpoint)
-                backfill_one(store, UPLOADS, key, processed, registry, Scope(variations=frozenset({"large"}),
-                                                                              force=True, prune=False),
-                             calls=run.calls)
+                backfill_one(store, UPLOADS, key, processed, registry, scope, calls=run.calls)
 
             actors.append(Actor("backfill", backfill, after="resize1"))
             continue
         events: list = []
 
         def upload(run, operation=operation, seed=seed, events=events):
-            if operation == "put":
+            if operation.startswith("put"):
                 version = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=version_bytes(seed))["VersionId"]
                 results["versions"].append(version)
                 results["final"] = seed
@@ -103,7 +110,7 @@ def scenario_actors(stack, steps: list[tuple[str, int | None]], run_index: int, 
             (delivery,) = stack.deliveries()
             events.extend(object_changes(delivery, UPLOADS).accepted)
 
-        def resize(run, events=events):
+        def resize(run, events=events, registry=load_registry(WIDER) if operation == "put-wider" else registry):
             store = SteppedStore(stack.s3, run.checkpoint)
             for change in events:  # its concurrent calls (the two reads, the puts) as actors of their own
                 apply_change(store, change, processed, registry, calls=run.calls)
@@ -117,7 +124,7 @@ def scenario_actors(stack, steps: list[tuple[str, int | None]], run_index: int, 
         name = f"{operation}{index + 1}"
         actors.append(Actor(name, upload, after=previous_upload))
         actors.append(Actor(f"resize{index + 1}", resize, after=name))
-        if operation == "put":
+        if operation.startswith("put"):
             actors.append(Actor(f"backup{index + 1}", backup, after=name, switch_to=False))
         previous_upload = name
     return actors
@@ -175,6 +182,9 @@ SCENARIOS = {
     "create v1, create v2, create v3": [("put", 1), ("put", 2), ("put", 3)],
     # a backfill of v1 while v2 is uploaded and processed live: the live upload is never overwritten
     "create v1, backfill while create v2": [("put", 1), ("backfill", None), ("put", 2)],
+    # v1 made under a wider deployment, then a backfill that only prunes (a HEAD, no download) while
+    # v2 is uploaded and processed live: v2 whole, and nothing left of the pruned variation
+    "create v1 wider, prune while create v2": [("put-wider", 1), ("prune", None), ("put", 2)],
 }
 
 

@@ -88,8 +88,10 @@ def test_get_original_reads_the_current_version_and_refuses_big_ones_unread(s3):
     assert original.etag == s3.head_object(Bucket="versioned", Key="o")["ETag"].strip('"')
     assert store.get_original("versioned", "o", max_bytes=3).body is None
     assert store.get_original("versioned", "o", max_bytes=4).body == b"two!", "the limit itself is allowed"
+    assert store.head_original("versioned", "o") == original._replace(body=None), "a HEAD: all but the bytes"
     s3.delete_object(Bucket="versioned", Key="o")
     assert store.get_original("versioned", "o", max_bytes=100) is None, "a delete marker means gone"
+    assert store.head_original("versioned", "o") is None
     assert store.get_original("bkt", "never", max_bytes=100) is None
 
 

@@ -106,7 +106,7 @@ class Tally:
     prune: Counter = field(default_factory=Counter)
     undefined_kept: Counter = field(default_factory=Counter)  # listed, no longer defined, kept (no --prune)
     megapixels: float = 0.0  # of the originals with variations to render
-    original_bytes: int = 0  # of the originals with work: what is downloaded
+    original_bytes: int = 0  # of the originals with variations to render: what is downloaded
     files: int = 0  # variation files to put (main files and alternates)
     prunes: int = 0  # originals whose pruned files go in one DeleteObjects
     errors: list = field(default_factory=list)  # (key, reason) of manifests that could not be read
@@ -128,9 +128,9 @@ class Tally:
         self.render.update(need.render)
         self.prune.update(need.prune)
         self.prunes += bool(need.prune)
-        if need.render:  # an original with only files to prune is not rendered
+        if need.render:  # an original with only files to prune is neither rendered nor downloaded (a HEAD)
             self.megapixels += planned.megapixels
-        self.original_bytes += planned.listed.size
+            self.original_bytes += planned.listed.size
         self.files += sum(len(registry.renditions(registry.variations[name])) for name in need.render)
 
     @property

@@ -67,7 +67,8 @@ class Estimate(NamedTuple):
 
 def s3_lines(originals: int, work: int, puts: int, deletes: int) -> list[Line]:
     """Requests both engines make: LIST the originals, GET each manifest, GET each original that
-    has work, PUT the variation files and manifests (DeleteObjects for pruned files)."""
+    has work (a HEAD, priced as a GET, when it only has files to prune), PUT the variation files
+    and manifests (DeleteObjects for pruned files)."""
     lists = -(-originals // 1000)
     gets = originals + work
     return [Line("S3 LIST (the originals)", f"{lists:,}", lists * PRICES["s3_list"]),
