@@ -192,11 +192,26 @@ def test_a_failed_upload_is_retried_when_its_limits_change_or_with_retry_failed(
     key = upload(stack, "f.jpg", tiny_jpeg(6, (900, 600)), load_registry(PipelineConfig.from_dict({"max_bytes": 1000})))
     assert stack.manifest("f.jpg")["status"] == "failed"
     same = load_registry(PipelineConfig.from_dict({"max_bytes": 1000}))
-    assert backfill(stack, key, same).status == FAILED_EARLIER
+    earlier = backfill(stack, key, same)
+    assert (earlier.key, earlier.status) == (key, FAILED_EARLIER)
+    assert earlier.detail == stack.manifest("f.jpg")["reason"], "the recorded reason, without the 'failed: ' prefix"
     forced = backfill(stack, key, same, Scope(prune=False, retry_failed=True))
     assert forced.status == FAILED_EARLIER and "over the limit" in forced.detail, "judged again from its size"
     assert backfill(stack, key, load_registry()).status == RENDERED, "other limits: processed again"
     assert stack.manifest("f.jpg")["status"] == "ready"
+
+
+def test_an_original_the_listing_shows_replaced_is_rendered_whole_though_its_manifest_looks_current(stack):
+    """The listing's ETag tells, without a download, that the manifest describes earlier bytes (a
+    replacement whose event went to the dead letters)."""
+    key = upload(stack, "moved.jpg", tiny_jpeg(12))
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=tiny_jpeg(13))  # its event never handled
+    etag = stack.s3.head_object(Bucket=UPLOADS, Key=key)["ETag"].strip('"')
+    registry = load_registry()
+    assert backfill(stack, key, registry).status == UP_TO_DATE, "the manifest alone cannot tell"
+    result = backfill_one(S3Store(stack.s3), UPLOADS, key, PROCESSED, registry, Scope(prune=False), listed_etag=etag)
+    assert (result.status, result.rendered) == (RENDERED, tuple(DEFAULTS))
+    assert stack.manifest("moved.jpg")["source"]["etag"] == etag
 
 
 def test_a_corrupt_original_without_manifest_gets_a_failed_manifest(stack):
@@ -256,12 +271,18 @@ def test_the_backfill_function_takes_schema_2_tasks_with_awkward_keys(stack, pat
     assert f"uploads/images/panorama/{path}" in stack.state(PROCESSED)
     again = handlers.backfill_handler(task_event(key), None)
     assert again["results"][0]["resultString"] == "up-to-date"
+    chosen = scope_arguments(Scope(variations=frozenset({"small"}), force=True, prune=False))
+    forced = handlers.backfill_handler(task_event(key, arguments=chosen), None)
+    assert forced["results"][0]["resultString"] == "rendered:small", "the job's UserArguments are its scope"
 
 
 def test_the_backfill_function_fails_an_unusable_original_permanently_and_throttling_temporarily(stack):
     stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/notes.jpg", Body=b"shopping list\n")
     (result,) = handlers.backfill_handler(task_event("uploads/images/original/notes.jpg"), None)["results"]
     assert result["resultCode"] == "PermanentFailure" and "not an image" in result["resultString"]
+    (again,) = handlers.backfill_handler(task_event("uploads/images/original/notes.jpg"), None)["results"]
+    assert again["resultCode"] == "Succeeded" and again["resultString"].startswith("failed-earlier: ")
+    assert "not an image" in again["resultString"]
     (result,) = handlers.backfill_handler(task_event("uploads/images/original/x.jpg", bucket="elsewhere"), None)["results"]
     assert result["resultCode"] == "PermanentFailure" and "not an original of" in result["resultString"]
 
@@ -276,13 +297,46 @@ def test_the_backfill_function_fails_an_unusable_original_permanently_and_thrott
     handlers.s3_client().meta.events.register(
         "before-send.s3.GetObject", lambda request, **kw: AWSResponse(request.url, 503, {}, Raw()))
     (result,) = handlers.backfill_handler(task_event(key), None)["results"]
-    assert result["resultCode"] == "TemporaryFailure" and "SlowDown" in result["resultString"]
+    assert result["resultCode"] == "TemporaryFailure" and result["resultString"].startswith("ClientError: ")
+    assert "SlowDown" in result["resultString"]
+
+
+def _client_error(code: str | None, status: int | None):
+    from botocore.exceptions import ClientError
+
+    response = {"Error": {"Code": code}} if code else {}
+    return ClientError({**response, **({"ResponseMetadata": {"HTTPStatusCode": status}} if status else {})}, "GetObject")
+
+
+def _failures():
+    from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+    from pipeline.resize import ContendedKey
+    from pipeline.types import PluginFailure
+
+    temporary = [ContendedKey("k: 5 rounds each lost the manifest to another writer"),
+                 EndpointConnectionError(endpoint_url="https://s3.amazonaws.com"),
+                 ReadTimeoutError(endpoint_url="https://s3.amazonaws.com"),
+                 _client_error("SlowDown", 503), _client_error("InternalError", None),
+                 _client_error("Unknown", 502), _client_error("503", None)]
+    permanent = [_client_error("AccessDenied", 403), _client_error("404", 404), _client_error("NoSuchBucket", None),
+                 _client_error(None, None), PluginFailure("og", "apply", "ValueError: no"), ValueError("no")]
+    return [(e, "TemporaryFailure") for e in temporary] + [(e, "PermanentFailure") for e in permanent]
+
+
+@pytest.mark.parametrize(("error", "code"), _failures(), ids=lambda e: type(e).__name__ if isinstance(e, Exception) else e)
+def test_a_task_fails_temporarily_only_when_trying_again_can_help(error, code):
+    """S3 Batch Operations redrives a TemporaryFailure; a PermanentFailure waits for --retry-from."""
+    from pipeline.backfill.core import failure_code
+
+    assert failure_code(error) == code
 
 
 def test_user_arguments_round_trip_the_scope():
     for scope in (Scope(), Scope(variations=frozenset({"medium", "og"}), force=True, prune=False, retry_failed=True)):
         assert scope_from_arguments(scope_arguments(scope)) == scope
     assert scope_from_arguments(None) == Scope(prune=False)
+    assert scope_from_arguments({"variations": "", "prune": "True"}) == Scope(prune=True), "none named: all; any case"
 
 
 def test_one_wildcard_per_re_rendered_variation_and_one_path_for_many():
@@ -291,6 +345,7 @@ def test_one_wildcard_per_re_rendered_variation_and_one_path_for_many():
         "uploads/images/manifest/", "uploads/images/small.webp/", "uploads/images/small/"]
     assert invalidation_prefixes(set(), set(), registry) == []
     assert len(invalidation_prefixes(set(DEFAULTS), set(), registry)) == 13
+    assert len(invalidation_prefixes(set(DEFAULTS), {"gone"}, registry)) == 15, "15 wildcards at once are allowed"
     both = load_registry(PipelineConfig.from_dict({"plugins": {"webp": {"enabled": True}, "avif": {"enabled": True}}}))
     assert invalidation_prefixes(set(DEFAULTS), set(), both) == ["uploads/images/"], "over 15 wildcards: one"
 

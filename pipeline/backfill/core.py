@@ -117,15 +117,14 @@ def failure_code(error: BaseException) -> str:
     if isinstance(error, ContendedKey):
         return TEMPORARY
     try:
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+        from botocore.exceptions import BotoCoreError, ClientError
     except ImportError:  # pragma: no cover - boto3 comes with the Lambda runtime
         return PERMANENT
-    if isinstance(error, (ConnectionError, HTTPClientError)):
-        return TEMPORARY  # connect and read timeouts, connection resets, after the SDK's own retries
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", ""))
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         return TEMPORARY if code in RETRYABLE_CODES or status >= 500 or code.startswith("5") else PERMANENT
+    # The SDK's own errors, after its retries: connect and read timeouts, connection resets.
     return TEMPORARY if isinstance(error, BotoCoreError) else PERMANENT
 
 
