@@ -1117,11 +1117,16 @@ def test_a_new_upload_costs_nine_requests_and_a_repeated_event_no_head_of_the_or
     assert ("HeadObject", key) not in sent and ("GetObject", key) in sent
 
 
-def test_a_file_missing_under_an_up_to_date_manifest_is_rendered_again_from_a_download(stack):
+@pytest.mark.parametrize("at_the_limit", [False, True])
+def test_a_file_missing_under_an_up_to_date_manifest_is_rendered_again_from_a_download(stack, monkeypatch,
+                                                                                       at_the_limit):
     """Nothing to render, as far as the manifest says: a HEAD of the original, then the files'
-    check finds one missing, and the round downloads the original and renders it again."""
-    key = "uploads/images/original/gap.jpg"
-    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    check finds one missing, and the round downloads the original and renders it again (one of
+    exactly max_bytes too: the limit itself is allowed)."""
+    key, body = "uploads/images/original/gap.jpg", photo(800, 600)
+    if at_the_limit:
+        monkeypatch.setenv("PIPELINE_CONFIG", json.dumps({"max_bytes": len(body)}))
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=body)
     change = ObjectChange("created", "ObjectCreated:Put", UPLOADS, key)  # no sequencer: no early read
     store, registry = S3Store(stack.s3), handlers._registry()
     assert resize.apply_change(store, change, PROCESSED, registry).outcome == "processed"
@@ -1132,6 +1137,36 @@ def test_a_file_missing_under_an_up_to_date_manifest_is_rendered_again_from_a_do
     assert sorted(stack.keys(PROCESSED)) == sorted(stored)
     assert [request for request in sent if request[1] == key] == [("HeadObject", key), ("GetObject", key)]
     assert_files_made_from(stack, "gap.jpg", head_etag(stack, UPLOADS, key))
+
+
+def test_a_file_missing_when_the_event_comes_again_is_rendered_from_the_one_read_of_the_original(stack):
+    key = "uploads/images/original/again.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    (event,) = stack.deliveries()
+    handlers.resize_handler(event, None)
+    stored = stack.keys(PROCESSED)
+    stack.s3.delete_object(Bucket=PROCESSED, Key="uploads/images/small/again.jpg")
+    sent = _requests(handlers.s3_client())
+    assert handlers.resize_handler(event, None)["results"][0]["outcome"] == "processed"
+    assert sorted(stack.keys(PROCESSED)) == sorted(stored)
+    assert [request for request in sent if request[1] == key] == [("GetObject", key)], "read once, with the manifest"
+
+
+def test_the_same_bytes_uploaded_again_cost_one_manifest_and_no_rendering(stack):
+    key = "uploads/images/original/same.jpg"
+    body = photo(800, 600)
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=body)
+    deliver(stack)
+    before = stack.manifest("same.jpg")
+    second = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=body)["VersionId"]
+    (event,) = stack.deliveries()
+    sent = _requests(handlers.s3_client())
+    assert handlers.resize_handler(event, None)["results"][0]["outcome"] == "processed"
+    assert [op for op, _ in sent if op == "PutObject"] == ["PutObject"], "the manifest alone"
+    after = stack.manifest("same.jpg")
+    assert after["source"]["version_id"] == second != before["source"]["version_id"]
+    assert after["source"]["sequencer"] == event_sequencer(event)
+    assert after["variations"] == before["variations"], "the same files, the same versioned URLs"
 
 
 def test_a_removal_records_its_sequencer_and_a_second_delivery_finds_it_done(stack):

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from pipeline import keys
 from pipeline.caching import MANIFEST_CACHE, VARIATION_CACHE
-from pipeline.outputs import outputs_for_original, parse_manifest, tombstone_outputs, url_version, versioned_url
+from pipeline.outputs import (SourceRef, manifest_outputs, outputs_for_original, parse_manifest, tombstone_outputs,
+                              url_version, versioned_url)
 from pipeline.placeholder import placeholder
 
 
@@ -119,3 +120,21 @@ def test_a_stored_manifest_is_trusted_only_with_this_originals_variation_files(k
     """The keys a manifest lists are deleted when it is replaced: only this original's variation
     files may be, never a key outside uploads/images/ that a tampered manifest names."""
     assert keys.belongs_to(key, "a/b.jpg") is trusted
+
+
+def test_a_manifest_only_update_keeps_the_entries_kept_and_names_the_new_version(registry):
+    previous = {"manifest_version": 2, "status": "ready", "placeholder": {"dominant_color": "#102030"},
+                "source": {"key": "uploads/images/original/a.jpg", "etag": "e", "version_id": "v1", "bytes": 10,
+                           "sequencer": "0A", "format": "JPEG", "width": 40, "height": 30},
+                "variations": {"large": {"key": "uploads/images/large/a.jpg", "spec_hash": "1"},
+                               "og": {"key": "uploads/images/og/a.jpg", "spec_hash": "2"}}}
+    kept = {"og": previous["variations"]["og"], "large": {"key": "elsewhere", "spec_hash": "3"}}
+    outputs = manifest_outputs(SourceRef("uploads/images/original/a.jpg", "e", "v2", "0B"), 10, registry, previous, kept)
+    (manifest_file,) = outputs.objects
+    assert manifest_file.key == "uploads/images/manifest/a.jpg.json" and outputs.manifest is not None
+    manifest = outputs.manifest
+    assert manifest["source"] == {**previous["source"], "version_id": "v2", "sequencer": "0B"}
+    assert manifest["variations"] == previous["variations"], "og kept; large stays the defined one, not the kept copy"
+    assert manifest["placeholder"] == previous["placeholder"]
+    without = manifest_outputs(SourceRef("uploads/images/original/a.jpg", "e", "v2", "0B"), 10, registry, previous)
+    assert set(without.manifest["variations"]) == {"large"}, "a variation no longer defined leaves unless kept"
