@@ -65,7 +65,8 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
     """Every object the resize path writes for one original; a rejected source gets its manifest.
 
     With `only`, just those variations are rendered and put; the others keep their entries from
-    `previous` (a manifest of the same source bytes), so adding one variation puts one object.
+    `previous` (a manifest of the same source bytes), so adding one variation puts one object
+    (with none to render, `manifest_outputs` makes the manifest without the bytes).
     `kept` are entries of variations no longer defined that the manifest keeps listing (the
     backfill without --prune); otherwise a variation the definitions lack leaves the manifest.
     `on_file` is handed each variation's files as soon as they are encoded (possibly from a
@@ -74,8 +75,6 @@ def outputs_for_original(original_key: str, data: bytes, etag: str, registry: Re
     """
     source = SourceRef(original_key, etag, version_id, sequencer)
     path = keys.source_path(original_key)
-    if only is not None and not only and previous:
-        return manifest_outputs(source, len(data), registry, previous, kept)
     kept = {name: entry for name, entry in (kept or {}).items() if name not in registry.variations}
     made: dict[str, tuple[list[OutputObject], dict[str, Any]]] = {}
 

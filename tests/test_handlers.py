@@ -1115,6 +1115,12 @@ def test_a_new_upload_costs_nine_requests_and_a_repeated_event_no_head_of_the_or
     sent.clear()
     assert handlers.resize_handler(event, None)["results"] == [{"key": key, "outcome": "skipped", "reason": "up to date"}]
     assert ("HeadObject", key) not in sent and ("GetObject", key) in sent
+    # A replacement: the manifest names the version replaced, so a HEAD confirms the read, not a second download.
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+    (replacement,) = stack.deliveries()
+    sent.clear()
+    assert handlers.resize_handler(replacement, None)["results"][0]["outcome"] == "processed"
+    assert [request for request in sent if request[1] == key] == [("GetObject", key), ("HeadObject", key)]
 
 
 @pytest.mark.parametrize("at_the_limit", [False, True])
