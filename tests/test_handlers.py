@@ -237,6 +237,7 @@ def test_a_text_file_named_jpg_gets_a_failed_manifest_and_a_backup_and_no_except
     assert stack.keys(PROCESSED) == ["uploads/images/manifest/notes.jpg.json"]
     manifest = stack.manifest("notes.jpg")
     assert manifest["status"] == "failed" and "not an image" in manifest["reason"]
+    assert manifest["source"]["bytes"] == len(b"shopping list: milk, eggs\n")
     assert manifest["limits"]["max_bytes"] == 50 * 2**20, "a failed manifest records the limits it was judged by"
     assert stack.keys(BACKUP) == ["uploads/images/original/notes.jpg"]
 
