@@ -294,9 +294,10 @@ def _still_current(store: S3Store, change: ObjectChange, original: Original | No
 
 def _read_original(store: S3Store, change: ObjectChange, previous: dict | None, registry: Registry, scope: Scope,
                    forced: bool) -> Original | None:
-    """The original's current version, its bytes downloaded only if they may be rendered: when the
-    manifest lists this original's bytes and nothing of it is to be rendered (a backfill that only
-    prunes, or a new version of the same bytes), a HEAD tells the round all it needs."""
+    """The original's current version, its bytes downloaded only if they may be rendered: when a
+    "ready" manifest lists this original's bytes and nothing of it is to be rendered (a backfill
+    that only prunes), a HEAD tells the round all it needs. (A live event reads the original
+    together with the manifest instead, before either is known: see apply_change.)"""
     if not forced and previous is not None and previous["status"] == "ready" \
             and not needed(previous, registry, scope).render:
         head = store.head_original(change.bucket, change.key)

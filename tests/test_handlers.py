@@ -12,7 +12,9 @@ from PIL import Image
 
 from aws import BACKUP, PROCESSED, UPLOADS, Stack
 from pipeline import handlers, resize, samples
+from pipeline.config import PipelineConfig
 from pipeline.events import ObjectChange
+from pipeline.registry import load_registry
 from pipeline.storage import Conflict, S3Store
 from pipeline.caching import VARIATION_CACHE
 
@@ -1144,6 +1146,45 @@ def test_a_file_missing_under_an_up_to_date_manifest_is_rendered_again_from_a_do
     assert sorted(stack.keys(PROCESSED)) == sorted(stored)
     assert [request for request in sent if request[1] == key] == [("HeadObject", key), ("GetObject", key)]
     assert_files_made_from(stack, "gap.jpg", head_etag(stack, UPLOADS, key))
+
+
+def _created(key: str) -> ObjectChange:
+    return ObjectChange("created", "ObjectCreated:Put", UPLOADS, key)  # no sequencer: no early read
+
+
+def test_a_failed_upload_uploaded_again_is_judged_again_from_a_download(stack):
+    """A manifest that is not "ready" never lets a HEAD stand in for the bytes."""
+    key, store, registry = "uploads/images/original/list.jpg", S3Store(stack.s3), handlers._registry()
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=b"shopping list\n")
+    assert resize.apply_change(store, _created(key), PROCESSED, registry).outcome == "failed"
+    second = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=b"shopping list\n")["VersionId"]
+    outcome = resize.apply_change(store, _created(key), PROCESSED, registry)
+    assert (outcome.outcome, "not an image" in outcome.reason) == ("failed", True)
+    assert stack.manifest("list.jpg")["source"]["version_id"] == second
+
+
+def test_a_new_version_of_the_same_bytes_keeps_the_entries_a_backfill_without_prune_keeps(stack):
+    key, store = "uploads/images/original/keep.jpg", S3Store(stack.s3)
+    body = photo(800, 600)
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=body)
+    resize.apply_change(store, _created(key), PROCESSED, handlers._registry())
+    second = stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=body)["VersionId"]
+    smaller = load_registry(PipelineConfig.from_dict({"disabled_variations": ["xsmall"]}))
+    resize.apply_change(store, _created(key), PROCESSED, smaller, scope=resize.Scope(prune=False))
+    manifest = stack.manifest("keep.jpg")
+    assert manifest["source"]["version_id"] == second
+    assert "xsmall" in manifest["variations"] and "uploads/images/xsmall/keep.jpg" in stack.keys(PROCESSED)
+
+
+def test_a_removal_under_a_ready_manifest_costs_a_head_of_the_original(stack):
+    key, store, registry = "uploads/images/original/gone.jpg", S3Store(stack.s3), handlers._registry()
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    resize.apply_change(store, _created(key), PROCESSED, registry)
+    stack.s3.delete_object(Bucket=UPLOADS, Key=key)
+    sent = _requests(stack.s3)
+    removal = ObjectChange("removed", "ObjectRemoved:Delete", UPLOADS, key)
+    assert resize.apply_change(store, removal, PROCESSED, registry).outcome == "removed"
+    assert [request for request in sent if request[1] == key] == [("HeadObject", key)]
 
 
 def test_a_file_missing_when_the_event_comes_again_is_rendered_from_the_one_read_of_the_original(stack):

@@ -191,7 +191,7 @@ SCENARIOS = {
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_every_interleaving_ends_in_the_final_state(stack, name, capsys):
     steps = SCENARIOS[name]
-    bound = int(os.environ.get("INTERLEAVING_BOUND", DEFAULT_BOUND[len(steps)]))
+    bound = int(os.environ.get("INTERLEAVING_BOUND") or DEFAULT_BOUND[len(steps)])
     results: dict = {}
 
     def check(run_index: int, run: Run) -> None:

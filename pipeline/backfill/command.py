@@ -172,7 +172,7 @@ def invalidate(context: Context, summary: Summary) -> None:
         return
     if not context.distribution:
         print("note: no CDN distribution named (--distribution-id or --stack): nothing invalidated; unversioned "
-              "URLs of the re-rendered variations may serve the old bytes for a few minutes", file=sys.stderr)
+              "URLs of the variations it changed may serve the old bytes for a few minutes", file=sys.stderr)
         return
     import uuid
 

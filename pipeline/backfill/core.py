@@ -124,7 +124,9 @@ def failure_code(error: BaseException) -> str:
         code = str(error.response.get("Error", {}).get("Code", ""))
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         return TEMPORARY if code in RETRYABLE_CODES or status >= 500 or code.startswith("5") else PERMANENT
-    # The SDK's own errors, after its retries: connect and read timeouts, connection resets.
+    # The SDK's own errors, after its retries: connect and read timeouts, connection resets; and the
+    # rare one of configuration (credentials, a parameter), which fails every task alike: retrying
+    # those costs only the retries.
     return TEMPORARY if isinstance(error, BotoCoreError) else PERMANENT
 
 
