@@ -95,6 +95,10 @@ def test_the_decision_from_a_manifest_alone(stack, install_plugin):
 
 def test_adding_a_variation_puts_one_file_and_the_manifest_and_downloads_the_original_once(stack, install_plugin):
     key = upload(stack, "trip/IMG 1.jpg", tiny_jpeg(2))
+    # A placeholder no render would make: the one kept must be the manifest's, not made again.
+    placeholder = {**stack.manifest("trip/IMG 1.jpg")["placeholder"], "dominant_color": "#123456"}
+    stack.s3.put_object(Bucket=PROCESSED, Key="uploads/images/manifest/trip/IMG 1.jpg.json",
+                        Body=json.dumps({**stack.manifest("trip/IMG 1.jpg"), "placeholder": placeholder}).encode())
     before = stack.state(PROCESSED)
     calls = []
 
@@ -110,6 +114,7 @@ def test_adding_a_variation_puts_one_file_and_the_manifest_and_downloads_the_ori
     assert [c[0] for c in calls] == ["GetObject", "GetObject", "PutObject", "PutObject"], calls
     manifest = stack.manifest("trip/IMG 1.jpg")
     assert set(manifest["variations"]) == set(DEFAULTS) | {"panorama"}
+    assert manifest["placeholder"] == placeholder
     calls.clear()
     assert backfill(stack, key, load_registry()).status == UP_TO_DATE
     assert calls == [("GetObject", "uploads/images/manifest/trip/IMG 1.jpg.json")], "an unchanged image costs one GET"
