@@ -53,7 +53,9 @@ bench-simd: $(STAMP)
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
 
-# Mutation testing of the data path and the guardrails (minutes; not part of `make test`).
+# Mutation testing of the data path and the guardrails (minutes; not part of `make test`). Run it
+# alone: mutmut's timeouts send SIGXCPU to the process ids of finished test runs, which another
+# job on the machine may have been given by then.
 # The interleaving test explores one switch per schedule here, two in `make test`'s two-event cases.
 mutation: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/mutation.txt
