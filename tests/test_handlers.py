@@ -464,6 +464,22 @@ def test_invalidates_the_unversioned_paths_a_replacement_changed(stack, monkeypa
                            + ["/uploads/images/manifest/my%20photo.jpg.json"]), "one batch per change"
 
 
+def test_a_failed_invalidation_is_logged_and_the_replacement_still_processed(stack, monkeypatch, capfd):
+    monkeypatch.setenv("CDN_DISTRIBUTION_ID", "E0NOSUCHDIST")  # CloudFront answers NoSuchDistribution
+    key = "uploads/images/original/cdn.jpg"
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(800, 600))
+    deliver(stack)
+    stack.s3.put_object(Bucket=UPLOADS, Key=key, Body=photo(600, 800, seed=2))
+    (event,) = stack.deliveries()
+    capfd.readouterr()
+    assert handlers.resize_handler(event, None)["results"][0]["outcome"] == "processed"
+    assert stack.manifest("cdn.jpg")["source"]["etag"] == head_etag(stack, UPLOADS, key)
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    (warning,) = [line for line in lines if line.get("message") == "invalidation failed"]
+    assert warning["level"] == "WARNING" and warning["function"] == "resize"
+    assert "uploads/images/manifest/cdn.jpg.json" in warning["paths"] and "NoSuchDistribution" in warning["reason"]
+
+
 def test_log_lines_and_metrics_are_json_with_key_outcome_and_duration(stack, capfd):
     stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/ok.jpg", Body=photo(400, 300))
     stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/bad.jpg", Body=b"nope")
