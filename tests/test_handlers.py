@@ -387,8 +387,14 @@ def test_a_forged_record_naming_another_bucket_is_dropped_and_deletes_nothing(st
     assert handlers.resize_handler(event, None)["results"] == []
     stack.s3.delete_object(Bucket=PROCESSED, Key="uploads/images/original/photo.jpg")
     assert stack.state(PROCESSED) == state
-    logged = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"dropped"' in line]
-    assert logged and logged[0]["bucket"] == PROCESSED and "not the uploads bucket" in logged[0]["reason"]
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    (dropped,) = [line for line in lines if line.get("message") == "dropped"]
+    assert (dropped["level"], dropped["function"], dropped["outcome"]) == ("WARNING", "resize", "dropped")
+    assert (dropped["bucket"], dropped["key"]) == (PROCESSED, "uploads/images/original/photo.jpg")
+    assert "not the uploads bucket" in dropped["reason"]
+    (metric,) = [line for line in lines if "_aws" in line]
+    assert metric["RecordsDropped"] == [1.0] and metric["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [
+        {"Name": "RecordsDropped", "Unit": "Count"}]
 
 
 @pytest.mark.parametrize("body", [b'"just a string"', b'{"variations": []}', b'{"manifest_version": 2, "status": "ready",'
@@ -498,7 +504,7 @@ def test_log_lines_and_metrics_are_json_with_key_outcome_and_duration(stack, cap
     assert all(line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "ImagePipeline" for line in emf)
 
 
-def test_s3_throttling_on_put_makes_the_resize_handler_raise_after_the_sdk_retries(stack):
+def test_s3_throttling_on_put_makes_the_resize_handler_raise_after_the_sdk_retries(stack, capfd):
     from botocore.awsrequest import AWSResponse
 
     stack.s3.put_object(Bucket=UPLOADS, Key="uploads/images/original/photo.jpg", Body=photo(400, 300))
@@ -523,6 +529,13 @@ def test_s3_throttling_on_put_makes_the_resize_handler_raise_after_the_sdk_retri
     assert len(attempts) == 4, "the SDK tries four times (standard mode) before the handler gives up"
     assert "uploads/images/manifest/photo.jpg.json" not in stack.keys(PROCESSED)
     assert "uploads/images/manifest/second.jpg.json" in stack.keys(PROCESSED), "one bad record never blocks the others"
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    (error,) = [line for line in lines if line.get("message") == "retryable failure"]
+    assert (error["level"], error["function"], error["outcome"]) == ("ERROR", "resize", "error")
+    assert error["key"] == "uploads/images/original/photo.jpg" and "SlowDown" in error["reason"]
+    assert 1 <= error["duration_ms"] < 120_000, "milliseconds of this record's attempt"
+    (metric,) = [line for line in lines if "_aws" in line]
+    assert metric["ImagesErrored"] == [1.0] and metric["ImagesProcessed"] == [1.0]
 
 
 def test_an_original_deleted_before_processing_is_removed_and_still_backed_up(stack):
