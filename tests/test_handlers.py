@@ -498,6 +498,10 @@ def test_log_lines_and_metrics_are_json_with_key_outcome_and_duration(stack, cap
                                                         ("uploads/images/original/bad.jpg", "failed")}
     assert all("duration_ms" in l for l in logs)
     assert "not an image" in next(l for l in logs if l["outcome"] == "failed")["reason"]
+    assert {(l["outcome"], l["message"], l["level"], l["function"]) for l in logs} == {
+        ("processed", "processed", "INFO", "resize"), ("failed", "failed", "WARNING", "resize")}
+    processed = next(l for l in logs if l["outcome"] == "processed")
+    assert 1 <= processed["duration_ms"] < 120_000 and processed["bytes_written"] > 1000
     emf = [line for line in lines if "_aws" in line]
     names = {m["Name"] for line in emf for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
     assert {"ImagesProcessed", "ImagesFailed", "BytesWritten", "TimePerImage"} <= names
