@@ -182,6 +182,27 @@ def test_an_upload_that_fails_without_a_manifest_or_gets_none_is_reported_beside
     assert "good.jpg" in out and "(original)" in out
 
 
+def test_a_failed_resize_counts_for_the_version_its_event_names_even_if_it_began_before_the_put_returned():
+    """The notification can start the resize before PutObject's response reaches the command; a resize
+    that began before the put and read an earlier version does not count."""
+    from types import SimpleNamespace
+
+    from pipeline.local.command import _ended_without_manifest
+    from pipeline.local.runner import Attempt
+
+    key = keys.original_key("x.jpg")
+    failed = [{"key": key, "outcome": "failed", "reason": "too long"}]
+    put_at = 100.0
+    this_version = Attempt("resize", "r1", 1, put_at - 0.01, put_at + 0.2, failed, objects=[(key, "v2")])
+    earlier_version = Attempt("resize", "r0", 1, put_at - 0.5, put_at - 0.3, failed, objects=[(key, "v1")])
+    runner = SimpleNamespace(dead_letters=[], attempts=[earlier_version])
+    expected = {"x.jpg": ("v2", put_at)}
+    assert _ended_without_manifest(runner, {key: "x.jpg"}, expected) == {}
+    runner.attempts.append(this_version)
+    assert _ended_without_manifest(runner, {key: "x.jpg"}, expected) == {
+        "x.jpg": ({"status": "failed", "reason": "too long"}, put_at + 0.2)}
+
+
 def test_the_command_run_in_a_process_gives_back_its_signal_handlers(tmp_path):
     from pipeline.cli import main
 

@@ -214,10 +214,15 @@ def _ended_without_manifest(runner, path_of: dict[str, str], expected: dict[str,
             if path is not None and version_id == expected[path][0]:
                 reason = f"the resize function failed {letter.attempts} times; the last error: {letter.error}"
                 ended[path] = ({"status": "dead letter", "reason": reason}, time.monotonic())
-    for attempt in list(runner.attempts):  # an attempt started after the put saw that version, or a later one
+    for attempt in list(runner.attempts):
         for entry in attempt.results if attempt.function == "resize" else ():
             path = path_of.get(entry.get("key"))
-            if path is not None and entry.get("outcome") == "failed" and attempt.started >= expected[path][1]:
+            if path is None or entry.get("outcome") != "failed":
+                continue
+            # The attempt read the version uploaded if its event names it (the notification can start the
+            # resize before the put's response reaches us), or a later one if it started after the put.
+            version_id, put_at = expected[path]
+            if (entry["key"], version_id) in attempt.objects or attempt.started >= put_at:
                 ended.setdefault(path, ({"status": "failed", "reason": entry.get("reason")}, attempt.finished))
     return ended
 

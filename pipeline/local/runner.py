@@ -58,6 +58,7 @@ class Attempt:
     finished: float
     results: list[dict] = field(default_factory=list)
     error: str | None = None
+    objects: list[tuple[str, str | None]] = field(default_factory=list)  # what its event named: event_objects
 
 
 @dataclass
@@ -195,14 +196,16 @@ class FunctionRunner:
             result = self.functions[function](event, context)
         except Exception as error:  # noqa: BLE001 - Lambda's asynchronous retry takes over
             summary = "".join(traceback.format_exception_only(error)).strip()
-            self.attempts.append(Attempt(function, request_id, attempt, started, time.monotonic(), error=summary))
+            self.attempts.append(Attempt(function, request_id, attempt, started, time.monotonic(), error=summary,
+                                         objects=event_objects(event)))
             if attempt == 1:  # what raised, once per event (the handler raises after its records' turn)
                 cause = error.__cause__ or error
                 log.warning("%s", "".join(traceback.format_exception(cause)).rstrip())
             self._failed(function, event, attempt, summary)
             return
         results = list((result or {}).get("results", [])) if isinstance(result, dict) else []
-        self.attempts.append(Attempt(function, request_id, attempt, started, time.monotonic(), results))
+        self.attempts.append(Attempt(function, request_id, attempt, started, time.monotonic(), results,
+                                     objects=event_objects(event)))
         milliseconds = (time.monotonic() - started) * 1000
         for entry in results:
             reason = f" ({entry['reason']})" if entry.get("reason") else ""
