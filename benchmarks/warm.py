@@ -196,8 +196,9 @@ def cores(photos: dict[str, Path], rounds: int, images: int) -> None:
           f"(it sees them in os.sched_getaffinity); {rounds} workers of each, alternating; medians over "
           f"{rounds * images} images; peak RSS is the largest worker's; our workers run with the functions' "
           f"{' '.join(f'{k}={v}' for k, v in FUNCTION_ENVIRONMENT.items())}")
-    print("  a JPEG with restart markers (one every row of MCUs; some Android phones write them) is the same "
-          "photo; ours decodes it in one strip per core at once (imaging._decode_in_strips)")
+    print("  a JPEG without restart markers is decoded on one core while the other resizes its rows as they are "
+          "written (imaging._decode_streaming);\n  one with restart markers (one every row of MCUs; some Android "
+          "phones write them) is the same photo, decoded in one strip per core at once (imaging._decode_in_strips)")
     marked = {f"{size} JPEG, restart markers": make_photo(size, restart_marker_rows=1) for size in ("40 MP", "12 MP")}
     rows = []
     for label in ("40 MP JPEG", "40 MP JPEG, restart markers", "12 MP JPEG", "12 MP JPEG, restart markers"):

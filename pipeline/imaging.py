@@ -71,6 +71,15 @@ SEQUENTIAL_HUFFMAN_FRAMES = {0xC0, 0xC1}  # baseline and extended sequential
 # A JPEG with restart markers is decoded in strips at once (_decode_in_strips), each of at least
 # this much data; a 0.7 MiB 12 MP JPEG still decodes in half the time in two strips.
 MIN_STRIP_BYTES = 2**18
+# A JPEG without restart markers is given to its decoder in this many pieces when another core
+# can resize the rows written so far (see _decode_streaming); pieces no smaller than 64 KiB.
+DECODE_PIECES = 16
+MIN_DECODE_PIECE = 2**16
+# Horizontal passes made during such a decode, on one thread: the two most detailed cuts from the
+# decode (large and medium) fit in a 40 MP decode's time and hold no more than two resizes at once.
+MAX_FIRST_PASSES = 2
+# What an RGB image is filled with before a streaming decode: a row with a pixel unlike it is written.
+SENTINEL = (1, 254, 3)
 # Tables and frame of a JPEG are a few KiB; more (repeated tables) would be copied into every strip.
 MAX_STRIP_HEADER_BYTES = 2**16
 RESTART = re.compile(rb"\xff[\xd0-\xd7]")
@@ -376,9 +385,11 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
     pool = _render_threads(threads)
     if isinstance(pool, _Inline):  # one CPU, or a render inside a render
         threads = 1
-    decoded = {DECODED: _decode_base(image, data, plan.wanted, orientation, pool, threads)}
+    first_passes = _FirstPasses(plan.variations, upright) if threads > 1 else None
+    decoded = {DECODED: _decode_base(image, data, plan.wanted, orientation, pool, threads, first_passes)}
     del image  # the full-size decode and its decoder's buffers go before the variations are made
-    rendered, smallest = _variations(decoded, upright, plan.variations, registry, pool, on_variation)
+    rendered, smallest = _variations(decoded, upright, plan.variations, registry, pool, on_variation,
+                                     first_passes.made if first_passes else {})
 
     from pipeline.placeholder import placeholder
 
@@ -456,38 +467,68 @@ class _Inline(Executor):
 DECODED = -1  # the decode's place among the variations' sources
 
 
-def _derivations(planned: list[tuple[Variation, Geometry]], upright: tuple[int, int],
-                 base_size: tuple[int, int]) -> list[int]:
-    """For each variation (most detailed first), where its pixels come from: DECODED, or the position
-    of an earlier whole-frame variation, the smallest that still has the detail it needs."""
+def _order(planned: list[tuple[Variation, Geometry]], upright: tuple[int, int],
+           base_size: tuple[int, int]) -> tuple[list[tuple[Variation, Geometry]], list[int]]:
+    """The variations, most detailed first, and for each where its pixels come from: DECODED, or the
+    position of an earlier whole-frame variation, the smallest that still has the detail it needs."""
+    order = sorted(planned, key=lambda p: -p[1].scale)
+
     def scale_of(size: tuple[int, int]) -> float:
         return min(size[0] / upright[0], size[1] / upright[1])
 
     wholes: list[tuple[int, float]] = [(DECODED, scale_of(base_size))]  # (position, scale)
     sources = []
-    for position, (_, geometry) in enumerate(planned):
+    for position, (_, geometry) in enumerate(order):
         enough = [w for w in wholes if w[1] >= geometry.scale * 0.995]
         sources.append(min(enough, key=lambda w: w[1])[0] if enough else DECODED)
         if geometry.shows_whole(upright):
             wholes.append((position, scale_of(geometry.size)))
-    return sources
+    return order, sources
+
+
+class _FirstPasses:
+    """The horizontal passes of the variations cut from the decode (see _cut), made strip by strip
+    from the rows the decoder has written so far (see _decode_streaming): on a second core, while
+    the first decodes the rest. For the MAX_FIRST_PASSES most detailed."""
+
+    def __init__(self, planned: list[tuple[Variation, Geometry]], upright: tuple[int, int]):
+        self.planned, self.upright = planned, upright
+        # position in _order -> (every row of the decode at the cut's width, the cut's box, the filter)
+        self.made: dict[int, tuple[Image.Image, tuple[float, float, float, float], Image.Resampling]] = {}
+
+    def add(self, decoded: Image.Image, top: int, bottom: int) -> None:
+        """Pass rows top to bottom of `decoded`, its final pixels; called for each strip in order."""
+        if top == 0:
+            order, sources = _order(self.planned, self.upright, decoded.size)
+            for position, source in enumerate(sources):
+                geometry = order[position][1]
+                box = _box(decoded.size, self.upright, geometry)
+                if source == DECODED and len(self.made) < MAX_FIRST_PASSES and not _whole(decoded, box, geometry):
+                    rows = Image.new(decoded.mode, (geometry.size[0], decoded.height), None)
+                    self.made[position] = (rows, box, _filter_for(decoded))
+        strip = decoded.crop((0, top, decoded.width, bottom))
+        for rows, box, resample in self.made.values():
+            rows.paste(_first_pass(strip, box, rows.width, resample), (0, top))
 
 
 def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], planned: list[tuple[Variation, Geometry]],
-                registry: "Registry", pool: Executor,
-                on_variation: Callable[[RenderedVariation], None] | None) -> tuple[dict[str, RenderedVariation], Image.Image]:
+                registry: "Registry", pool: Executor, on_variation: Callable[[RenderedVariation], None] | None,
+                first_passes: dict[int, tuple]) -> tuple[dict[str, RenderedVariation], Image.Image]:
     """Resize and encode every variation, each as soon as its source exists; returns them and the
     smallest whole-frame image (the placeholder's source).
 
     `pixels` holds the decode under DECODED, and each variation cut from it under its position;
     an image leaves it once every variation made from it is cut, so the peak holds no more than the
-    images still in use. Sources are never changed once made.
+    images still in use. Sources are never changed once made. `first_passes` holds the horizontal
+    pass of some cuts from the decode, made while it was decoded (_FirstPasses.made): if every cut
+    from it has one, the decode goes at once.
     """
-    order = sorted(planned, key=lambda p: -p[1].scale)
-    sources = _derivations(order, upright, pixels[DECODED].size)
+    order, sources = _order(planned, upright, pixels[DECODED].size)
     wholes = [p for p, (_, g) in enumerate(order) if g.shows_whole(upright)]
     keep = min(wholes, key=lambda p: order[p][1].scale) if wholes else DECODED  # the placeholder's source
     uncut = Counter(sources)  # variations still to be cut from each image
+    if keep != DECODED and all(p in first_passes for p, source in enumerate(sources) if source == DECODED):
+        del pixels[DECODED]
     rendered: dict[str, RenderedVariation] = {}
     pending: list[Future] = []
     failures: list[BaseException] = []
@@ -499,17 +540,22 @@ def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], planne
             return
         variation, geometry = order[position]
         started = time.perf_counter()
-        source = pixels[sources[position]]
-        cut = _cut(source, upright, geometry)
-        # Pillow keeps a save's parameters on the Image: two variations saving one object at once
-        # would swap qualities. A variation the size of its source gets its own copy.
-        if cut is source:
-            cut = cut.copy()
-        del source
+        if position in first_passes:
+            cut = _second_pass(*first_passes.pop(position), geometry.size)
+        else:
+            source = pixels[sources[position]]
+            # From the decode in two passes, as _FirstPasses makes them: the same bytes on any number of CPUs.
+            in_two_passes = sources[position] == DECODED and source.mode not in ("LA", "RGBA")
+            cut = _cut(source, upright, geometry, in_two_passes)
+            # Pillow keeps a save's parameters on the Image: two variations saving one object at once
+            # would swap qualities. A variation the size of its source gets its own copy.
+            if cut is source:
+                cut = cut.copy()
+            del source
         with bookkeeping:
             uncut[sources[position]] -= 1
             if not uncut[sources[position]] and sources[position] != keep:
-                del pixels[sources[position]]
+                pixels.pop(sources[position], None)  # the decode may have gone already
             if uncut[position] or position == keep:
                 pixels[position] = cut
         children = [child for child, source in enumerate(sources) if source == position]
@@ -614,20 +660,32 @@ def _check_postprocessed(registry: "Registry", name: str, before: Image.Image, a
 
 
 def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orientation: int,
-                 pool: Executor | None = None, threads: int = 1) -> Image.Image:
+                 pool: Executor | None = None, threads: int = 1, first_passes: _FirstPasses | None = None
+                 ) -> Image.Image:
     """Decode once at `wanted` (stored orientation); return it upright, sRGB, 8 bit, no metadata.
 
     A DCT-scaled JPEG decode that is a little smaller than `wanted` and exactly the whole photo is
     returned at its own size instead: the variations are cut from it (see `_variations`).
+    `first_passes` is given the rows as they are decoded where the decode is all there is to do
+    (a sequential RGB JPEG, upright, sRGB, no resize to `wanted`) and no restart marker cuts it.
     """
     image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
     whole = shrink_on_load(image, data, wanted) if _is_jpeg(image) else (0, 0, *image.size)
+    icc_profile = image.info.get("icc_profile")
+    streams = (first_passes is not None and _is_jpeg(image) and image.mode == "RGB" and len(image.tile) == 1
+               and orientation not in UPRIGHT and not _resized_to_wanted(image.size, wanted, whole)
+               and (not icc_profile or _describes_srgb(icc_profile)))
+    following = None
     try:
-        decoded = _decode_in_strips(image, data, pool, threads) or image
+        decoded = _decode_in_strips(image, data, pool, threads)
+        if decoded is None and streams and _decodes_row_by_row(_jpeg_layout(data)):
+            decoded, following = _decode_streaming(image, data, pool, first_passes.add)
+        decoded = decoded or image
         decoded.load()
     except Exception as error:
         raise RejectedImage(f"truncated or corrupt {image.format} data ({error}); the upload may be incomplete") from None
-    icc_profile = image.info.get("icc_profile")
+    if following is not None:
+        following.result()  # the first passes' own failure (out of memory, say): not the upload's fault
     # 16-bit greyscale is resized before it is made 8 bit: at full size that takes two 32-bit
     # copies (8 bytes a pixel, 800 MB for a 100 MP scan). reduce() knows no 16-bit mode.
     sixteen_bit = image.mode.startswith("I;16")
@@ -635,8 +693,7 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
     # A DCT-scaled decode a little smaller than `wanted` is kept at its own size when it is the
     # whole photo: the variations then enlarge or shrink it each in one resize, at the same time
     # (the most detailed one needs the slight enlargement, the next one need not wait for it).
-    kept_small = whole == (0, 0, *pixels.size) and (pixels.width < wanted[0] or pixels.height < wanted[1])
-    if pixels.size != wanted and not kept_small:
+    if _resized_to_wanted(pixels.size, wanted, whole):
         pixels = _big_step(pixels, wanted, whole, None if sixteen_bit else REDUCING_GAP, pool, threads)
     pixels = _eight_bit(pixels)
     if orientation in UPRIGHT:
@@ -646,6 +703,100 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
         pixels = image._new(image.im)
     pixels.info = {}  # no EXIF, GPS, XMP or profile may reach an output
     return pixels
+
+
+def _resized_to_wanted(size: tuple[int, int], wanted: tuple[int, int], whole: tuple[float, float, float, float]) -> bool:
+    """Whether a decode of `size` is resized to `wanted` before the variations are cut: not when
+    it is a DCT-scaled decode a little smaller than `wanted` that is exactly the whole photo (the
+    variations then enlarge or shrink it each in one resize, at the same time: the most detailed
+    one needs the slight enlargement, the next one need not wait for it)."""
+    kept_small = whole == (0, 0, *size) and (size[0] < wanted[0] or size[1] < wanted[1])
+    return size != wanted and not kept_small
+
+
+def _decodes_row_by_row(layout: JpegLayout | None) -> bool:
+    """Whether libjpeg writes the rows as it reads the file: a sequential Huffman-coded frame
+    whose first scan holds every component (otherwise it buffers the whole image first)."""
+    return layout is not None and layout.frame_type in SEQUENTIAL_HUFFMAN_FRAMES and not layout.whole_image_buffered
+
+
+def _decode_streaming(image: Image.Image, data: bytes, pool: Executor,
+                      on_rows: Callable[[Image.Image, int, int], None]) -> tuple[Image.Image, Future]:
+    """A JPEG (one tile, RGB) decoded from DECODE_PIECES pieces of the file, `on_rows(decoded, top,
+    bottom)` called on a thread of `pool` for each strip of rows as soon as the decoder has written
+    it, in order, while it writes the next: the decode then overlaps the variations' first passes.
+    Returns the decode and that thread's future (failed if on_rows raised); raises what the decoder
+    raises, once that thread has stopped.
+
+    libjpeg does not say how far it has got. The image is filled with SENTINEL first; rows are
+    written whole and in order, so after each piece every row above the last one with a pixel
+    unlike SENTINEL is written (a written row that looks like SENTINEL only delays its strip).
+    """
+    name, extents, offset, args = image.tile[0]
+    decoded = image._new(Image.core.fill(image.mode, image.size, SENTINEL))
+    decoder = Image._getdecoder(image.mode, name, args, image.decoderconfig)
+    decoder.setimage(decoded.im, extents)
+    written, state, changed = [0], ["decoding"], threading.Condition()
+
+    def follow() -> None:
+        done = 0
+        while True:
+            with changed:
+                changed.wait_for(lambda: written[0] > done or state[0] != "decoding")
+                ready, now = written[0], state[0]
+            if now == "failed":
+                return
+            if ready > done:
+                on_rows(decoded, done, ready)
+                done = ready
+            elif now == "decoded":
+                return
+
+    following = pool.submit(follow)
+    piece = max(MIN_DECODE_PIECE, _ceil_div(len(data) - offset, DECODE_PIECES))
+    pending, position = b"", offset
+    try:
+        while not following.done():  # it ends early only if on_rows raised: the caller raises that
+            pending += data[position:position + piece]
+            position += piece
+            consumed, error = decoder.decode(pending)
+            if consumed < 0:
+                if error < 0:
+                    raise ImageFile._get_oserror(error, encoder=False)  # Pillow's own words, as for a whole decode
+                with changed:
+                    written[0], state[0] = decoded.height, "decoded"
+                    changed.notify_all()
+                break
+            if position >= len(data):
+                raise OSError("image file is truncated")
+            pending = pending[consumed:]
+            rows = _rows_written(decoded, written[0])
+            if rows > written[0]:
+                with changed:
+                    written[0] = rows
+                    changed.notify_all()
+    except BaseException:
+        with changed:
+            state[0] = "failed"
+            changed.notify_all()
+        wait([following])  # it no longer reads the image, nor holds its strips, once this raises
+        raise
+    finally:
+        decoder.cleanup()
+    return decoded, following
+
+
+def _rows_written(decoded: Image.Image, known: int) -> int:
+    """How many rows from the top are surely written (see _decode_streaming), at least `known`:
+    a binary search for the last row whose first, middle or last pixel is unlike SENTINEL."""
+    def written(y: int) -> bool:
+        return any(decoded.im.getpixel((x, y)) != SENTINEL for x in (0, decoded.width // 2, decoded.width - 1))
+
+    below, above = known - 1, decoded.height  # row `below` is written (or is -1), row `above` is not known to be
+    while above - below > 1:
+        middle = (below + above) // 2
+        below, above = (middle, above) if written(middle) else (below, middle)
+    return below + 1
 
 
 def _big_step(pixels: Image.Image, wanted: tuple[int, int], box: tuple[float, float, float, float],
@@ -1070,6 +1221,18 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 _srgb_profile = None
 
 
+def _describes_srgb(profile: "bytes | ImageCms.ImageCmsProfile") -> bool:
+    """Whether a colour profile (its bytes, or read) says it is sRGB: its pixels are kept as they are."""
+    from PIL import ImageCms
+
+    if isinstance(profile, bytes):
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        except (OSError, ImageCms.PyCMSError):
+            return False
+    return "srgb" in (profile.profile.profile_description or "").lower()
+
+
 def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
     """Convert an embedded colour profile (Adobe RGB, Display P3, CMYK) to sRGB."""
     global _srgb_profile
@@ -1081,7 +1244,7 @@ def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
     except (OSError, ImageCms.PyCMSError):
         return image.convert("RGB") if image.mode == "CMYK" else image  # unreadable: assume sRGB
-    if image.mode != "CMYK" and "srgb" in (profile.profile.profile_description or "").lower():
+    if image.mode != "CMYK" and _describes_srgb(profile):
         return image
     if _srgb_profile is None:
         _srgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -1098,14 +1261,44 @@ def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
     return converted
 
 
-def _cut(source: Image.Image, upright: tuple[int, int], geometry: Geometry) -> Image.Image:
-    """Render a geometry from `source`, a whole-frame image of the upright photo at its own scale."""
-    sx, sy = source.width / upright[0], source.height / upright[1]
-    left, top, right, bottom = geometry.region
-    box = (left * sx, top * sy, right * sx, bottom * sy)
-    if geometry.size == source.size and box == (0, 0, source.width, source.height):
+def _cut(source: Image.Image, upright: tuple[int, int], geometry: Geometry, in_two_passes: bool = False) -> Image.Image:
+    """Render a geometry from `source`, a whole-frame image of the upright photo at its own scale.
+
+    `in_two_passes`: the horizontal pass, then the vertical one, each a resize of its own, as
+    _FirstPasses makes them (Pillow orders the two passes of one resize by their cost, and a strip
+    of rows may take the other order than the whole). Not for an image with alpha, which each
+    resize would premultiply anew.
+    """
+    box = _box(source.size, upright, geometry)
+    if _whole(source, box, geometry):
         return source
-    return source.resize(geometry.size, _filter_for(source), box=box)
+    resample = _filter_for(source)
+    if not in_two_passes:
+        return source.resize(geometry.size, resample, box=box)
+    return _second_pass(_first_pass(source, box, geometry.size[0], resample), box, resample, geometry.size)
+
+
+def _first_pass(rows: Image.Image, box: tuple[float, float, float, float], width: int,
+                resample: Image.Resampling) -> Image.Image:
+    """The horizontal pass of a resize of `box` to `width`, on each of `rows` alone."""
+    return rows.resize((width, rows.height), resample, box=(box[0], 0, box[2], rows.height))
+
+
+def _second_pass(rows: Image.Image, box: tuple[float, float, float, float], resample: Image.Resampling,
+                 size: tuple[int, int]) -> Image.Image:
+    """The vertical pass of a resize of `box` to `size`, on `rows`, its horizontal pass."""
+    return rows.resize(size, resample, box=(0, box[1], rows.width, box[3]))
+
+
+def _box(size: tuple[int, int], upright: tuple[int, int], geometry: Geometry) -> tuple[float, float, float, float]:
+    """A geometry's region in the pixels of a whole-frame image of `size`."""
+    sx, sy = size[0] / upright[0], size[1] / upright[1]
+    left, top, right, bottom = geometry.region
+    return (left * sx, top * sy, right * sx, bottom * sy)
+
+
+def _whole(source: Image.Image, box: tuple[float, float, float, float], geometry: Geometry) -> bool:
+    return geometry.size == source.size and box == (0, 0, source.width, source.height)
 
 
 def _filter_for(source: Image.Image) -> Image.Resampling:

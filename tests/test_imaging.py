@@ -398,6 +398,188 @@ def test_every_cpu_gives_the_same_bytes_as_one(registry, monkeypatch, size, rest
     assert one.placeholder == several.placeholder
 
 
+def streamed_decodes(monkeypatch) -> list[int]:
+    """Each streaming decode's number of strips handed on before the decoder finished (see _decode_streaming)."""
+    from pipeline import imaging
+
+    decodes, stream = [], imaging._decode_streaming
+
+    def counted(image, data, pool, on_rows):
+        strips = [0]
+        decodes.append(strips)
+
+        def counting(decoded, top, bottom):
+            strips[0] += bottom < decoded.height
+            on_rows(decoded, top, bottom)
+        return stream(image, data, pool, counting)
+
+    monkeypatch.setattr(imaging, "_decode_streaming", counted)
+    return decodes
+
+
+def srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("size", [(4032, 3024), (8000, 5000), (3024, 4032), (1000, 700)])
+@pytest.mark.parametrize("profile", [None, "sRGB"])
+def test_a_jpeg_without_restart_markers_is_resized_while_it_decodes_giving_the_same_bytes_as_one_cpu(
+        registry, monkeypatch, size, profile):
+    """On two CPUs the rows a sequential JPEG's decoder has written are passed horizontally for the
+    variations cut from the decode while it writes the next (_FirstPasses): the same bytes as one CPU."""
+    icc = srgb_profile() if profile else None
+    data = samples.jpeg_bytes(samples.photo(*size, seed=size[0]), exif=samples.gps_exif(orientation=1), icc_profile=icc)
+    one = render(data, registry, threads=1)
+    decodes = streamed_decodes(monkeypatch)
+    two = render(data, registry, threads=2)
+    assert len(decodes) == 1 and decodes[0][0] >= (2 if size[0] * size[1] > 4_000_000 else 0), \
+        "strips handed on while the decoder still ran"
+    assert [[f.data for f in v.files] for v in one.variations] == [[f.data for f in v.files] for v in two.variations]
+    assert one.placeholder == two.placeholder
+
+
+def test_the_decode_goes_once_every_cut_from_it_has_its_first_pass(registry, monkeypatch):
+    """Its rows are in the first passes: holding it while large and medium are finished would add
+    its megabytes to the render's peak."""
+    import weakref
+
+    from pipeline import imaging
+
+    decodes, stream = [], imaging._decode_streaming
+
+    def remembered(*args):
+        decoded, following = stream(*args)
+        decodes.append(weakref.ref(decoded))
+        return decoded, following
+
+    monkeypatch.setattr(imaging, "_decode_streaming", remembered)
+    alive_when_finished = {}
+    data = samples.jpeg_bytes(samples.photo(4032, 3024, seed=4))
+    render(data, registry, threads=2,
+           on_variation=lambda done: alive_when_finished.setdefault(done.variation.name, decodes[0]() is not None))
+    assert alive_when_finished["large"] is False and alive_when_finished["medium"] is False
+
+
+@pytest.mark.parametrize("case", ["progressive", "turned by EXIF", "Adobe RGB", "greyscale", "CMYK",
+                                  "restart markers", "a resize to the decode size first"])
+def test_a_jpeg_the_decode_must_still_change_is_decoded_whole_before_it_is_resized(registry, monkeypatch, case):
+    """Rows are handed on only where the decode is all there is to do; elsewhere the same bytes as one CPU."""
+    photo, options = samples.photo(3000, 2000, seed=5), {"quality": 90}
+    if case == "progressive":
+        options["progressive"] = True
+    elif case == "turned by EXIF":
+        options["exif"] = samples.gps_exif(orientation=6)
+    elif case == "Adobe RGB":
+        options["icc_profile"] = adobe_rgb_profile()
+    elif case == "greyscale":
+        photo = photo.convert("L")
+    elif case == "CMYK":
+        photo = photo.convert("CMYK")
+    elif case == "restart markers":
+        options["restart_marker_rows"] = 1
+    else:
+        photo = samples.photo(5000, 3000, seed=5)  # 1/2 is 2500: resized to 2048 wide before the cuts
+    data = encode(photo, "JPEG", **options)
+    one = render(data, registry, threads=1)
+    decodes = streamed_decodes(monkeypatch)
+    two = render(data, registry, threads=2)
+    assert decodes == []
+    assert [[f.data for f in v.files] for v in one.variations] == [[f.data for f in v.files] for v in two.variations]
+
+
+def test_rows_are_known_written_once_a_pixel_differs_from_the_sentinel_and_never_before():
+    from pipeline import imaging
+
+    image = Image.new("RGB", (50, 40), imaging.SENTINEL)
+    assert imaging._rows_written(image, 0) == 0
+    image.paste((0, 0, 0), (0, 0, 50, 12))
+    assert imaging._rows_written(image, 0) == 12
+    image.paste(imaging.SENTINEL, (0, 11, 50, 12))  # a written row that looks unwritten may hold back
+    image.paste((9, 9, 9), (0, 12, 50, 13))
+    assert imaging._rows_written(image, 0) in (11, 13)  # the answer, never past the rows written
+    image.putpixel((49, 20), (0, 0, 0))  # one pixel of a row: its last column
+    image.paste((9, 9, 9), (0, 13, 50, 20))
+    assert imaging._rows_written(image, 13) == 21
+    image.paste((9, 9, 9), (0, 21, 50, 40))
+    assert imaging._rows_written(image, 21) == 40
+
+
+@pytest.mark.parametrize("broken", ["cut short, an end marker after", "garbage amid the data",
+                                    "a Huffman table libjpeg refuses", "a decoder error half way"])
+def test_a_broken_jpeg_streams_to_what_one_cpu_makes_of_it_and_no_first_pass_outlives_the_render(
+        registry, monkeypatch, broken):
+    """libjpeg makes what it can of damaged data (the same bytes on any number of CPUs) or refuses it
+    (the same refusal); no first pass may still read the decode, or hold memory, once render returns."""
+    from pipeline import imaging
+
+    data = encode(samples.photo(4032, 3024, seed=3), "JPEG", quality=92)
+    middle = len(data) // 2
+    if broken == "cut short, an end marker after":
+        data = data[:middle] + b"\xff\xd9"
+    elif broken == "garbage amid the data":
+        data = data[:middle] + b"\xff\xd9" + bytes(range(256)) * 40 + data[middle:]
+    elif broken == "a Huffman table libjpeg refuses":
+        table = data.index(b"\xff\xc4")
+        data = data[:table + 5] + b"\xff" + data[table + 6:]
+    else:
+        getdecoder = Image._getdecoder
+
+        class FailingHalfWay:  # libjpeg's error for a broken stream, once half the file is read
+            def __init__(self, decoder):
+                self.decoder, self.calls = decoder, 0
+
+            def decode(self, pending):
+                self.calls += 1
+                return (-1, -2) if self.calls > imaging.DECODE_PIECES // 2 else self.decoder.decode(pending)
+
+            def __getattr__(self, name):
+                return getattr(self.decoder, name)
+
+        monkeypatch.setattr(Image, "_getdecoder", lambda *args: FailingHalfWay(getdecoder(*args)))
+    passing, add = [], imaging._FirstPasses.add
+
+    def slow_add(self, decoded, top, bottom):
+        passing.append("started")
+        time.sleep(0.05)
+        add(self, decoded, top, bottom)
+        passing.append("ended")
+
+    monkeypatch.setattr(imaging._FirstPasses, "add", slow_add)
+    decodes = streamed_decodes(monkeypatch)
+    outcomes = []
+    for threads in (1, 2):
+        passing.clear()
+        try:
+            outcomes.append([[f.data for f in v.files] for v in render(data, registry, threads=threads).variations])
+        except RejectedImage as refused:
+            outcomes.append(str(refused))
+        assert passing.count("started") == passing.count("ended"), "a first pass still ran when render returned"
+    assert len(decodes) == 1
+    if broken == "a decoder error half way":  # the whole decode reads the file in one piece: it cannot fail half way
+        assert outcomes[1] == "truncated or corrupt JPEG data (broken data stream when reading image file); " \
+                              "the upload may be incomplete"
+        assert passing, "strips were handed on before the error"
+    else:
+        assert outcomes[0] == outcomes[1]
+        assert isinstance(outcomes[0], str) == (broken == "a Huffman table libjpeg refuses")
+
+
+def test_a_first_pass_that_fails_fails_the_render_with_its_own_error(registry, monkeypatch):
+    """Out of memory in a first pass is not corrupt data: the error is raised as it is."""
+    from pipeline import imaging
+
+    def failing(self, decoded, top, bottom):
+        if top:
+            raise MemoryError("no room for the strip")
+
+    monkeypatch.setattr(imaging._FirstPasses, "add", failing)
+    data = encode(samples.photo(4032, 3024, seed=3), "JPEG", quality=92)
+    with pytest.raises(MemoryError, match="no room for the strip"):
+        render(data, registry, threads=2)
+
+
 def decoded_in_strips(data: bytes, wanted: tuple[int, int], monkeypatch, threads: int = 3):
     """The decode shrink_on_load sets up for `wanted`: in strips on `threads` threads (None when
     not cut), whole on one, and the rows each strip's decoder wrote. A strip may be small here."""
@@ -767,8 +949,8 @@ def test_an_image_is_let_go_once_every_variation_made_from_it_is_cut(registry, m
         made["decode"] = weakref.ref(decoded)
         return decoded
 
-    def remembered_cut(source, upright, geometry):
-        image = cut(source, upright, geometry)
+    def remembered_cut(source, upright, geometry, *passes):
+        image = cut(source, upright, geometry, *passes)
         made[geometry.size] = weakref.ref(image)
         return image
 
