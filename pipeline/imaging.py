@@ -78,6 +78,10 @@ MIN_DECODE_PIECE = 2**16
 # Horizontal passes made during such a decode, on one thread: the two most detailed cuts from the
 # decode (large and medium) fit in a 40 MP decode's time and hold no more than two resizes at once.
 MAX_FIRST_PASSES = 2
+# ... only for a decode at 1/4 of the photo's sides or smaller: the Huffman decoding of the whole
+# stream, which no DCT scale shortens, then outlasts those passes (40 MP: 90 ms against 52). At 1/2
+# (12 MP) they would outlast the decode on their one thread, where two threads share them after it.
+MIN_STREAMED_SHRINK = 4
 # What an RGB image is filled with before a streaming decode: a row with a pixel unlike it is written.
 SENTINEL = (1, 254, 3)
 # Tables and frame of a JPEG are a few KiB; more (repeated tables) would be copied into every strip.
@@ -667,12 +671,14 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
     A DCT-scaled JPEG decode that is a little smaller than `wanted` and exactly the whole photo is
     returned at its own size instead: the variations are cut from it (see `_variations`).
     `first_passes` is given the rows as they are decoded where the decode is all there is to do
-    (a sequential RGB JPEG, upright, sRGB, no resize to `wanted`) and no restart marker cuts it.
+    (a sequential RGB JPEG, upright, sRGB, no resize to `wanted`), takes long enough
+    (MIN_STREAMED_SHRINK) and no restart marker cuts it.
     """
     image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
     whole = shrink_on_load(image, data, wanted) if _is_jpeg(image) else (0, 0, *image.size)
     icc_profile = image.info.get("icc_profile")
     streams = (first_passes is not None and _is_jpeg(image) and image.mode == "RGB" and len(image.tile) == 1
+               and bool(image.decoderconfig) and image.decoderconfig[0] >= MIN_STREAMED_SHRINK
                and orientation not in UPRIGHT and not _resized_to_wanted(image.size, wanted, whole)
                and (not icc_profile or _describes_srgb(icc_profile)))
     following = None
@@ -737,20 +743,26 @@ def _decode_streaming(image: Image.Image, data: bytes, pool: Executor,
     decoder = Image._getdecoder(image.mode, name, args, image.decoderconfig)
     decoder.setimage(decoded.im, extents)
     written, state, changed = [0], ["decoding"], threading.Condition()
+    # The image reaches the thread in a list it empties when it ends: the pool's worker may still
+    # hold this function a moment after its future is done, and with it the image, if not.
+    handed = [decoded]
 
     def follow() -> None:
         done = 0
-        while True:
-            with changed:
-                changed.wait_for(lambda: written[0] > done or state[0] != "decoding")
-                ready, now = written[0], state[0]
-            if now == "failed":
-                return
-            if ready > done:
-                on_rows(decoded, done, ready)
-                done = ready
-            elif now == "decoded":
-                return
+        try:
+            while True:
+                with changed:
+                    changed.wait_for(lambda: written[0] > done or state[0] != "decoding")
+                    ready, now = written[0], state[0]
+                if now == "failed":
+                    return
+                if ready > done:
+                    on_rows(handed[0], done, ready)
+                    done = ready
+                elif now == "decoded":
+                    return
+        finally:
+            handed.clear()
 
     following = pool.submit(follow)
     piece = max(MIN_DECODE_PIECE, _ceil_div(len(data) - offset, DECODE_PIECES))
