@@ -78,6 +78,12 @@ MIN_DECODE_PIECE = 2**16
 # Horizontal passes made during such a decode, on one thread: the two most detailed cuts from the
 # decode (large and medium) fit in a 40 MP decode's time and hold no more than two resizes at once.
 MAX_FIRST_PASSES = 2
+# Pillow's image memory in blocks of this size, once a render uses threads (Pillow's default is 16
+# MiB: an image of up to that size is one block). With two threads freeing images of different
+# sizes in turn, malloc reuses 1 MiB blocks where it held on to the big ones: 67-68 MiB at the
+# peak of a 40 MP render on two vCPUs against 76-90, for about 2% more CPU (measured side by side),
+# which is why a render on one thread keeps the default.
+THREADED_BLOCK_BYTES = 2**20
 # ... only for a decode at 1/4 of the photo's sides or smaller: the Huffman decoding of the whole
 # stream, which no DCT scale shortens, then outlasts those passes (40 MP: 90 ms against 52). At 1/2
 # (12 MP) they would outlast the decode on their one thread, where two threads share them after it.
@@ -389,11 +395,12 @@ def render(data: bytes, registry: "Registry", *, only: set[str] | None = None,
     pool = _render_threads(threads)
     if isinstance(pool, _Inline):  # one CPU, or a render inside a render
         threads = 1
-    first_passes = _FirstPasses(plan.variations, upright) if threads > 1 else None
+    elif Image.core.get_block_size() != THREADED_BLOCK_BYTES:
+        Image.core.set_block_size(THREADED_BLOCK_BYTES)
+    first_passes = _FirstPasses(plan.variations, upright)
     decoded = {DECODED: _decode_base(image, data, plan.wanted, orientation, pool, threads, first_passes)}
     del image  # the full-size decode and its decoder's buffers go before the variations are made
-    rendered, smallest = _variations(decoded, upright, plan.variations, registry, pool, on_variation,
-                                     first_passes.made if first_passes else {})
+    rendered, smallest = _variations(decoded, upright, plan.variations, registry, pool, on_variation, first_passes)
 
     from pipeline.placeholder import placeholder
 
@@ -493,23 +500,38 @@ def _order(planned: list[tuple[Variation, Geometry]], upright: tuple[int, int],
 class _FirstPasses:
     """The horizontal passes of the variations cut from the decode (see _cut), made strip by strip
     from the rows the decoder has written so far (see _decode_streaming): on a second core, while
-    the first decodes the rest. For the MAX_FIRST_PASSES most detailed."""
+    the first decodes the rest. For the MAX_FIRST_PASSES most detailed.
+
+    `streamable` (set by _decode_base) says the decode is one whose rows could be handed on this
+    way, on any number of CPUs: those cuts are then made in two passes on one CPU too, so that
+    the bytes are the same (Pillow orders one resize's passes by cost, and a strip of rows may
+    take the other order than the whole); every other cut is one resize, as cheap as Pillow makes it.
+    """
 
     def __init__(self, planned: list[tuple[Variation, Geometry]], upright: tuple[int, int]):
         self.planned, self.upright = planned, upright
+        self.streamable = False
         # position in _order -> (every row of the decode at the cut's width, the cut's box, the filter)
         self.made: dict[int, tuple[Image.Image, tuple[float, float, float, float], Image.Resampling]] = {}
+
+    def positions(self, size: tuple[int, int]) -> dict[int, tuple[int, tuple[float, float, float, float]]]:
+        """The cuts from a decode of `size` that get a first pass, each with its width and box:
+        the MAX_FIRST_PASSES most detailed that are not the decode itself."""
+        order, sources = _order(self.planned, self.upright, size)
+        chosen = {}
+        for position, source in enumerate(sources):
+            geometry = order[position][1]
+            box = _box(size, self.upright, geometry)
+            if source == DECODED and len(chosen) < MAX_FIRST_PASSES and not _whole(size, box, geometry):
+                chosen[position] = (geometry.size[0], box)
+        return chosen
 
     def add(self, decoded: Image.Image, top: int, bottom: int) -> None:
         """Pass rows top to bottom of `decoded`, its final pixels; called for each strip in order."""
         if top == 0:
-            order, sources = _order(self.planned, self.upright, decoded.size)
-            for position, source in enumerate(sources):
-                geometry = order[position][1]
-                box = _box(decoded.size, self.upright, geometry)
-                if source == DECODED and len(self.made) < MAX_FIRST_PASSES and not _whole(decoded, box, geometry):
-                    rows = Image.new(decoded.mode, (geometry.size[0], decoded.height), None)
-                    self.made[position] = (rows, box, _filter_for(decoded))
+            resample = _filter_for(decoded)
+            for position, (width, box) in self.positions(decoded.size).items():
+                self.made[position] = (Image.new(decoded.mode, (width, decoded.height), None), box, resample)
         strip = decoded.crop((0, top, decoded.width, bottom))
         for rows, box, resample in self.made.values():
             rows.paste(_first_pass(strip, box, rows.width, resample), (0, top))
@@ -517,21 +539,23 @@ class _FirstPasses:
 
 def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], planned: list[tuple[Variation, Geometry]],
                 registry: "Registry", pool: Executor, on_variation: Callable[[RenderedVariation], None] | None,
-                first_passes: dict[int, tuple]) -> tuple[dict[str, RenderedVariation], Image.Image]:
+                first_passes: _FirstPasses) -> tuple[dict[str, RenderedVariation], Image.Image]:
     """Resize and encode every variation, each as soon as its source exists; returns them and the
     smallest whole-frame image (the placeholder's source).
 
     `pixels` holds the decode under DECODED, and each variation cut from it under its position;
     an image leaves it once every variation made from it is cut, so the peak holds no more than the
     images still in use. Sources are never changed once made. `first_passes` holds the horizontal
-    pass of some cuts from the decode, made while it was decoded (_FirstPasses.made): if every cut
-    from it has one, the decode goes at once.
+    pass of some cuts from the decode if they were made while it was decoded: if every cut from it
+    has one, the decode goes at once.
     """
     order, sources = _order(planned, upright, pixels[DECODED].size)
     wholes = [p for p, (_, g) in enumerate(order) if g.shows_whole(upright)]
     keep = min(wholes, key=lambda p: order[p][1].scale) if wholes else DECODED  # the placeholder's source
     uncut = Counter(sources)  # variations still to be cut from each image
-    if keep != DECODED and all(p in first_passes for p, source in enumerate(sources) if source == DECODED):
+    made = first_passes.made
+    in_two_passes = first_passes.positions(pixels[DECODED].size) if first_passes.streamable else {}
+    if keep != DECODED and all(p in made for p, source in enumerate(sources) if source == DECODED):
         del pixels[DECODED]
     rendered: dict[str, RenderedVariation] = {}
     pending: list[Future] = []
@@ -544,13 +568,11 @@ def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], planne
             return
         variation, geometry = order[position]
         started = time.perf_counter()
-        if position in first_passes:
-            cut = _second_pass(*first_passes.pop(position), geometry.size)
+        if position in made:
+            cut = _second_pass(*made.pop(position), geometry.size)
         else:
             source = pixels[sources[position]]
-            # From the decode in two passes, as _FirstPasses makes them: the same bytes on any number of CPUs.
-            in_two_passes = sources[position] == DECODED and source.mode not in ("LA", "RGBA")
-            cut = _cut(source, upright, geometry, in_two_passes)
+            cut = _cut(source, upright, geometry, position in in_two_passes)
             # Pillow keeps a save's parameters on the Image: two variations saving one object at once
             # would swap qualities. A variation the size of its source gets its own copy.
             if cut is source:
@@ -558,8 +580,8 @@ def _variations(pixels: dict[int, Image.Image], upright: tuple[int, int], planne
             del source
         with bookkeeping:
             uncut[sources[position]] -= 1
-            if not uncut[sources[position]] and sources[position] != keep:
-                pixels.pop(sources[position], None)  # the decode may have gone already
+            if not uncut[sources[position]] and sources[position] != keep and sources[position] in pixels:
+                del pixels[sources[position]]  # (the decode may have gone already)
             if uncut[position] or position == keep:
                 pixels[position] = cut
         children = [child for child, source in enumerate(sources) if source == position]
@@ -670,21 +692,23 @@ def _decode_base(image: Image.Image, data: bytes, wanted: tuple[int, int], orien
 
     A DCT-scaled JPEG decode that is a little smaller than `wanted` and exactly the whole photo is
     returned at its own size instead: the variations are cut from it (see `_variations`).
-    `first_passes` is given the rows as they are decoded where the decode is all there is to do
-    (a sequential RGB JPEG, upright, sRGB, no resize to `wanted`), takes long enough
-    (MIN_STREAMED_SHRINK) and no restart marker cuts it.
+    `first_passes` is told whether the decode is all there is to do (a sequential RGB JPEG,
+    upright, sRGB, no resize to `wanted`) and takes long enough (MIN_STREAMED_SHRINK); if so, and
+    no restart marker cuts it, it gets the rows as they are decoded on more than one thread.
     """
     image.decodermaxblock = max(image.decodermaxblock, len(data))  # one read, not 64 KiB ones: 3% faster
     whole = shrink_on_load(image, data, wanted) if _is_jpeg(image) else (0, 0, *image.size)
     icc_profile = image.info.get("icc_profile")
-    streams = (first_passes is not None and _is_jpeg(image) and image.mode == "RGB" and len(image.tile) == 1
-               and bool(image.decoderconfig) and image.decoderconfig[0] >= MIN_STREAMED_SHRINK
-               and orientation not in UPRIGHT and not _resized_to_wanted(image.size, wanted, whole)
-               and (not icc_profile or _describes_srgb(icc_profile)))
+    streamable = (first_passes is not None and _is_jpeg(image) and image.mode == "RGB" and len(image.tile) == 1
+                  and bool(image.decoderconfig) and image.decoderconfig[0] >= MIN_STREAMED_SHRINK
+                  and orientation not in UPRIGHT and not _resized_to_wanted(image.size, wanted, whole)
+                  and (not icc_profile or _describes_srgb(icc_profile)) and _decodes_row_by_row(_jpeg_layout(data)))
+    if first_passes is not None:
+        first_passes.streamable = streamable
     following = None
     try:
         decoded = _decode_in_strips(image, data, pool, threads)
-        if decoded is None and streams and _decodes_row_by_row(_jpeg_layout(data)):
+        if decoded is None and streamable and threads > 1:
             decoded, following = _decode_streaming(image, data, pool, first_passes.add)
         decoded = decoded or image
         decoded.load()
@@ -1277,12 +1301,10 @@ def _cut(source: Image.Image, upright: tuple[int, int], geometry: Geometry, in_t
     """Render a geometry from `source`, a whole-frame image of the upright photo at its own scale.
 
     `in_two_passes`: the horizontal pass, then the vertical one, each a resize of its own, as
-    _FirstPasses makes them (Pillow orders the two passes of one resize by their cost, and a strip
-    of rows may take the other order than the whole). Not for an image with alpha, which each
-    resize would premultiply anew.
+    _FirstPasses makes them. Not for an image with alpha, which each resize would premultiply anew.
     """
     box = _box(source.size, upright, geometry)
-    if _whole(source, box, geometry):
+    if _whole(source.size, box, geometry):
         return source
     resample = _filter_for(source)
     if not in_two_passes:
@@ -1309,8 +1331,8 @@ def _box(size: tuple[int, int], upright: tuple[int, int], geometry: Geometry) ->
     return (left * sx, top * sy, right * sx, bottom * sy)
 
 
-def _whole(source: Image.Image, box: tuple[float, float, float, float], geometry: Geometry) -> bool:
-    return geometry.size == source.size and box == (0, 0, source.width, source.height)
+def _whole(size: tuple[int, int], box: tuple[float, float, float, float], geometry: Geometry) -> bool:
+    return geometry.size == size and box == (0, 0, *size)
 
 
 def _filter_for(source: Image.Image) -> Image.Resampling:

@@ -439,6 +439,62 @@ def test_a_jpeg_without_restart_markers_is_resized_while_it_decodes_giving_the_s
     assert one.placeholder == two.placeholder
 
 
+def crops_only(*variations: tuple[str, str, int, int]):
+    """A registry whose variations are only these (name, transform, width, height): crops, a top banner."""
+    import types
+
+    from pipeline.hookspecs import hookimpl
+    from pipeline.testing import registry_with
+    from pipeline.types import Geometry, Transform, Variation
+
+    def top(source_size, box):  # the top of the photo at the box's aspect ratio, as docs/plugins.md's example
+        width, height = source_size
+        strip_width = min(width, height * box[0] / box[1])
+        scale = min(1.0, strip_width / box[0])
+        return Geometry(size=(max(1, round(box[0] * scale)), max(1, round(box[1] * scale))),
+                        region=(0, 0, strip_width, min(height, strip_width * box[1] / box[0])))
+
+    plugin = types.ModuleType("crops")
+    plugin.register_variations = hookimpl(lambda register: [register(Variation(*v)) for v in variations])
+    plugin.register_transforms = hookimpl(lambda register: register(Transform("top", top)))
+    return registry_with(crops=plugin, config={"plugins": {"sizes": {"enabled": False},
+                                                           "square_crops": {"enabled": False}}})
+
+
+@pytest.mark.parametrize("variations", [
+    [("banner", "top", 2048, 307), ("square", "cover", 300, 300)],  # a banner cut from the decode, with a first pass
+    [("square", "cover", 1280, 1280), ("thumb", "cover", 120, 120)],  # no whole-frame variation: the decode is kept
+], ids=["banner", "crops only"])
+def test_crops_from_a_streamed_decode_give_the_same_bytes_as_one_cpu(monkeypatch, variations):
+    """Pillow may take the other order of passes for a crop than two passes by hand: a cut that has
+    a first pass on two CPUs is made in two passes on one. Without a whole-frame variation the
+    placeholder is made from the decode, which must stay."""
+    crops = crops_only(*variations)
+    data = samples.jpeg_bytes(samples.photo(8000, 5000, seed=6))
+    one = render(data, crops, threads=1)
+    decodes = streamed_decodes(monkeypatch)
+    two = render(data, crops, threads=2)
+    assert len(decodes) == 1
+    assert [[f.data for f in v.files] for v in one.variations] == [[f.data for f in v.files] for v in two.variations]
+    assert one.placeholder == two.placeholder
+
+
+def test_image_memory_comes_in_small_blocks_once_a_render_uses_threads(registry):
+    """Two threads freeing images of different sizes in turn leave malloc holding memory it could
+    reuse if the blocks were small (see THREADED_BLOCK_BYTES); one thread keeps Pillow's default."""
+    from pipeline import imaging
+
+    default = Image.core.get_block_size()
+    data = samples.jpeg_bytes(samples.photo(900, 600, seed=2))
+    try:
+        render(data, registry, threads=1)
+        assert Image.core.get_block_size() == default
+        render(data, registry, threads=2)
+        assert Image.core.get_block_size() == imaging.THREADED_BLOCK_BYTES < default
+    finally:
+        Image.core.set_block_size(default)
+
+
 def test_the_decode_goes_once_every_cut_from_it_has_its_first_pass(registry, monkeypatch):
     """Its rows are in the first passes: holding it while large and medium are finished would add
     its megabytes to the render's peak."""

@@ -183,8 +183,8 @@ def test_an_upload_that_fails_without_a_manifest_or_gets_none_is_reported_beside
 
 
 def test_a_failed_resize_counts_for_the_version_its_event_names_even_if_it_began_before_the_put_returned():
-    """The notification can start the resize before PutObject's response reaches the command; a resize
-    that began before the put and read an earlier version does not count."""
+    """The notification can start the resize before PutObject's response reaches the command; what
+    counts is the version the event names, not when the resize began."""
     from types import SimpleNamespace
 
     from pipeline.local.command import _ended_without_manifest
@@ -195,7 +195,8 @@ def test_a_failed_resize_counts_for_the_version_its_event_names_even_if_it_began
     put_at = 100.0
     this_version = Attempt("resize", "r1", 1, put_at - 0.01, put_at + 0.2, failed, objects=[(key, "v2")])
     earlier_version = Attempt("resize", "r0", 1, put_at - 0.5, put_at - 0.3, failed, objects=[(key, "v1")])
-    runner = SimpleNamespace(dead_letters=[], attempts=[earlier_version])
+    earlier_retried = Attempt("resize", "r0", 2, put_at + 0.05, put_at + 0.1, failed, objects=[(key, "v1")])
+    runner = SimpleNamespace(dead_letters=[], attempts=[earlier_version, earlier_retried])
     expected = {"x.jpg": ("v2", put_at)}
     assert _ended_without_manifest(runner, {key: "x.jpg"}, expected) == {}
     runner.attempts.append(this_version)
