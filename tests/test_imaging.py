@@ -484,15 +484,16 @@ def test_image_memory_comes_in_small_blocks_once_a_render_uses_threads(registry)
     reuse if the blocks were small (see THREADED_BLOCK_BYTES); one thread keeps Pillow's default."""
     from pipeline import imaging
 
-    default = Image.core.get_block_size()
+    before, default = Image.core.get_block_size(), 16 * 2**20  # Pillow's default; an earlier test's render may have changed it
     data = samples.jpeg_bytes(samples.photo(900, 600, seed=2))
     try:
+        Image.core.set_block_size(default)
         render(data, registry, threads=1)
         assert Image.core.get_block_size() == default
         render(data, registry, threads=2)
         assert Image.core.get_block_size() == imaging.THREADED_BLOCK_BYTES < default
     finally:
-        Image.core.set_block_size(default)
+        Image.core.set_block_size(before)
 
 
 def test_the_decode_goes_once_every_cut_from_it_has_its_first_pass(registry, monkeypatch):
