@@ -842,18 +842,21 @@ def _big_step(pixels: Image.Image, wanted: tuple[int, int], box: tuple[float, fl
     A band is the same resize with the box of its columns: Pillow takes each output pixel's filter
     taps from the whole image, so the bands join without a seam, byte for byte the single resize,
     when Pillow's arithmetic on a band's box is exact: when the step from output to input columns
-    is a binary fraction (any width to 2048 px is). Otherwise a float rounding may move a pixel by
-    one level, and so may bands of rows. Not when Pillow would first reduce() by a whole factor,
+    is a binary fraction (any width to 2048 px is), and when every band takes the whole's order of
+    passes (_horizontal_first). Otherwise a float rounding may move a pixel by one level, and so
+    may bands of rows. Not when Pillow would first reduce() by a whole factor,
     which works on blocks that bands would cut, nor for an image with alpha, which each band would
     premultiply whole (memory the estimate lacks).
     """
     resample = _filter_for(pixels)
     reduces = reducing_gap is not None and max((box[2] - box[0]) / wanted[0], (box[3] - box[1]) / wanted[1]) >= 2 * reducing_gap
     binary_step = (Fraction(box[2] - box[0]) / wanted[0]).denominator.bit_count() == 1
-    if (pool is None or threads < 2 or reduces or pixels.mode in ("LA", "RGBA") or wanted[0] < 16 * threads
-            or not binary_step):
-        return pixels.resize(wanted, resample, box=box, reducing_gap=reducing_gap)
     columns = [round(wanted[0] * band / threads) for band in range(threads + 1)]
+    same_order = all(_horizontal_first(pixels.size, (end - start, wanted[1])) == _horizontal_first(pixels.size, wanted)
+                     for start, end in zip(columns, columns[1:]))
+    if (pool is None or threads < 2 or reduces or pixels.mode in ("LA", "RGBA") or wanted[0] < 16 * threads
+            or not binary_step or not same_order):
+        return pixels.resize(wanted, resample, box=box, reducing_gap=reducing_gap)
     step = (box[2] - box[0]) / wanted[0]
     bands = [pool.submit(pixels.resize, (end - start, wanted[1]), resample,
                          (box[0] + start * step, box[1], box[0] + end * step, box[3]))
@@ -863,6 +866,13 @@ def _big_step(pixels: Image.Image, wanted: tuple[int, int], box: tuple[float, fl
     for start, band in zip(columns, bands):
         joined.paste(band.result(), (start, 0))
     return joined
+
+
+def _horizontal_first(size: tuple[int, int], out: tuple[int, int]) -> bool:
+    """Whether Pillow makes a resize of an image of `size` to `out` horizontal pass first: unless
+    the height shrinks by more than twice what the width does (Pillow 13, Resample.c). A band of
+    columns shrinks the width more than the whole, so it may take the other order and other bytes."""
+    return not (size[1] - out[1] > 0 and size[1] - out[1] > (size[0] - out[0]) * 2)
 
 
 def shrink_on_load(image: Image.Image, data: bytes, wanted: tuple[int, int]) -> tuple[float, float, float, float]:

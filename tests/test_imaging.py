@@ -496,6 +496,16 @@ def test_image_memory_comes_in_small_blocks_once_a_render_uses_threads(registry)
         Image.core.set_block_size(before)
 
 
+def test_a_first_resize_is_cut_in_bands_only_where_each_band_takes_the_wholes_order_of_passes():
+    """Pillow makes the vertical pass first when the height shrinks by more than twice the width:
+    a band of columns shrinks the width more, and would take the other order and other bytes
+    (a tall photo with narrow variations; found by fuzzing)."""
+    narrow = crops_only(("a", "fit", 97, 283), ("b", "cover", 28, 311))
+    data = samples.jpeg_bytes(samples.photo(324, 1407, seed=0))
+    one, two = render(data, narrow, threads=1), render(data, narrow, threads=2)
+    assert [[f.data for f in v.files] for v in one.variations] == [[f.data for f in v.files] for v in two.variations]
+
+
 def test_the_decode_goes_once_every_cut_from_it_has_its_first_pass(registry, monkeypatch):
     """Its rows are in the first passes: holding it while large and medium are finished would add
     its megabytes to the render's peak."""
